@@ -1,0 +1,52 @@
+# Every target that runs something does its own set-up first, so a fresh clone needs only `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Packages the tests drive for real: the registry, the pull oracles, htpasswd.
+APT_PACKAGES := docker-registry skopeo containerd apache2-utils
+APT_BINARIES := /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/ctr /usr/bin/htpasswd
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_WORKERS ?= 2
+
+.PHONY: all setup apt venv run test unit lint clean
+
+all: test
+
+setup: apt venv
+
+apt:
+	@missing=0; for b in $(APT_BINARIES); do [ -x $$b ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  echo "installing $(APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+
+# Re-installs when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,lint]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(BIN)/pullcheck serve
+
+lint: venv
+	$(BIN)/ruff check webhook tests
+	$(BIN)/ruff format --check webhook tests
+	$(BIN)/mypy webhook
+	$(BIN)/lint-imports
+
+test: setup lint
+	$(BIN)/pytest -n $(PYTEST_WORKERS) tests
+
+unit: venv
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not registry and not oracle" tests
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,89 @@
+"""The one exception tree of pullcheck.
+
+    PullcheckError
+    ├── ConfigError            bad policy file, bad flag, bad docker config: one line naming the field
+    ├── InvalidReference       (also a ValueError) the image string is not a valid reference
+    └── RegistryError          the registry did not give us what the image needs; carries a finding code
+        ├── NotFound               NOT_FOUND: the tag or manifest digest does not exist
+        ├── MissingBlob            MISSING_BLOB: a config, layer or child manifest is absent
+        ├── Unauthorized           UNAUTHORIZED: every available credential was refused
+        ├── RateLimited            RATE_LIMITED: 429, with Retry-After and the rate-limit headers
+        ├── RegistryUnreachable    REGISTRY_UNREACHABLE: connection, TLS, timeout, 5xx, deadline
+        ├── BlockedRegistry        BLOCKED_REGISTRY: refused by the network guard or the registry policy
+        ├── DigestMismatch         DIGEST_MISMATCH: bytes do not hash to the expected digest
+        ├── ManifestTooLarge       MANIFEST_TOO_LARGE: a manifest or config over the read cap
+        └── MediaTypeMismatch      MEDIA_TYPE_MISMATCH: a body that is not what it claims to be
+
+Every message is one line meant for a person; none ever contains a credential.
+"""
+
+from __future__ import annotations
+
+
+class PullcheckError(Exception):
+    """Base of every error pullcheck raises on purpose."""
+
+
+class ConfigError(PullcheckError):
+    """Configuration or usage is wrong; the message names the field or flag."""
+
+
+class InvalidReference(PullcheckError, ValueError):
+    """The text is not a valid image reference."""
+
+
+class RegistryError(PullcheckError):
+    """A registry interaction failed in a way that becomes a finding."""
+
+    code = "REGISTRY_UNREACHABLE"
+
+
+class NotFound(RegistryError):
+    code = "NOT_FOUND"
+
+
+class MissingBlob(RegistryError):
+    code = "MISSING_BLOB"
+
+
+class Unauthorized(RegistryError):
+    code = "UNAUTHORIZED"
+
+
+class RateLimited(RegistryError):
+    code = "RATE_LIMITED"
+
+    def __init__(
+        self, message: str, retry_after: float | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
+
+class RegistryUnreachable(RegistryError):
+    code = "REGISTRY_UNREACHABLE"
+
+
+class DeadlineExceeded(RegistryUnreachable):
+    """The resolution deadline passed before the registry answered."""
+
+
+class BlockedRegistry(RegistryError):
+    code = "BLOCKED_REGISTRY"
+
+
+class DigestMismatch(RegistryError):
+    code = "DIGEST_MISMATCH"
+
+
+class ManifestTooLarge(RegistryError):
+    code = "MANIFEST_TOO_LARGE"
+
+    def __init__(self, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class MediaTypeMismatch(RegistryError):
+    code = "MEDIA_TYPE_MISMATCH"

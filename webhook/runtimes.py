@@ -1,0 +1,59 @@
+"""Container runtimes as Kubernetes names them, and targets (runtime, platform) a Pod may land on."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from webhook import platforms
+from webhook.platforms import Platform
+
+KINDS = ("containerd", "cri-o", "docker")
+_RUNTIME = re.compile(r"^(?P<kind>[a-z-]+)://v?(?P<version>\d+(?:\.\d+){0,2})(?P<suffix>[-+.~\w]*)$")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    kind: str  # containerd | cri-o | docker
+    version: tuple[int, int, int]
+    text: str  # as Kubernetes reports it, e.g. containerd://2.1.3
+
+    def __str__(self) -> str:
+        return self.text
+
+    def at_least(self, major: int, minor: int = 0) -> bool:
+        return self.version[:2] >= (major, minor)
+
+
+def parse_runtime(text: str) -> Runtime:
+    """Parse `containerd://2.1.3`, `cri-o://1.33.2`, `docker://27.3.1`; raises ValueError."""
+    match = _RUNTIME.match(text.strip().lower())
+    if not match or match["kind"] not in KINDS:
+        raise ValueError(f"runtime {text!r} is not containerd://X.Y.Z, cri-o://X.Y.Z or docker://X.Y.Z")
+    numbers = [int(n) for n in match["version"].split(".")]
+    numbers += [0] * (3 - len(numbers))
+    return Runtime(match["kind"], (numbers[0], numbers[1], numbers[2]), text.strip())
+
+
+@dataclass(frozen=True)
+class Target:
+    runtime: Runtime
+    platform: Platform
+
+    def __str__(self) -> str:
+        return f"{self.runtime} on {self.platform}"
+
+
+def parse_target(runtime: str, platform: str) -> Target:
+    return Target(parse_runtime(runtime), platforms.parse(platform))
+
+
+# What `pullcheck check` and a webhook without Node access assume: the runtimes of a current cluster.
+DEFAULT_TARGETS = (
+    ("containerd://2.1.0", "linux/amd64"),
+    ("cri-o://1.33.0", "linux/amd64"),
+)
+
+
+def default_targets() -> list[Target]:
+    return [parse_target(r, p) for r, p in DEFAULT_TARGETS]
