@@ -1,11 +1,24 @@
 """The policy: what pullcheck checks, for which targets, and what it does about findings.
 
-Built from a mapping (the YAML file, already parsed) with one clear error per bad field.
+Built from a mapping (the YAML file, already parsed) with one clear error per bad field; the same
+policy serves `check`, `serve` and `audit`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from webhook import findings as fd
+from webhook.errors import ConfigError
+from webhook.findings import Finding
+from webhook.runtimes import Target, default_targets, parse_target
+
+MODES = ("enforce", "warn", "audit")
+RESOLUTION_OUTCOMES = ("allow", "warn", "deny")
+DEFAULT_RESOLUTION_TIMEOUT = 8.0  # seconds; below the webhook's default 10 s timeoutSeconds
 
 
 @dataclass(frozen=True)
@@ -18,3 +31,229 @@ class RegistryOptions:
     allow_private_network: bool = False  # lifts the network guard for this host only
     mirror: str | None = None  # host[:port] serving this registry's content: tried first, then the registry
     token_realm_hosts: tuple[str, ...] = field(default=())  # extra hosts allowed to receive credentials
+
+
+@dataclass(frozen=True)
+class Exemptions:
+    namespaces: tuple[str, ...] = ()  # glob patterns on the namespace
+    images: tuple[str, ...] = ()  # glob patterns on the image as written or in its normalised form
+    registries: tuple[str, ...] = ()  # registry hosts, e.g. registry.example.com:5000
+
+    def exempt_namespace(self, namespace: str) -> bool:
+        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+
+    def exempt_image(self, image: str, normalised: str | None, registry: str | None) -> bool:
+        if registry is not None and registry in self.registries:
+            return True
+        forms = [image] if normalised is None else [image, normalised]
+        return any(fnmatch.fnmatchcase(form, pattern) for form in forms for pattern in self.images)
+
+
+@dataclass(frozen=True)
+class Policy:
+    mode: str = "warn"
+    on_resolution_error: str = "warn"
+    targets: tuple[Target, ...] = field(default_factory=lambda: tuple(default_targets()))
+    registries: tuple[RegistryOptions, ...] = ()
+    docker_config: str | None = None
+    severities: Mapping[str, str] = field(default_factory=dict)
+    exemptions: Exemptions = field(default_factory=Exemptions)
+    resolution_timeout: float = DEFAULT_RESOLUTION_TIMEOUT
+
+    @staticmethod
+    def from_mapping(data: Any, source: str = "policy") -> Policy:
+        return _PolicyReader(source).read(data)
+
+    def with_registries(self, extra: Iterable[RegistryOptions]) -> Policy:
+        """This policy with more registries; an extra entry replaces one for the same host."""
+        added = list(extra)
+        hosts = {r.host for r in added}
+        return replace(
+            self, registries=tuple(r for r in self.registries if r.host not in hosts) + tuple(added)
+        )
+
+    def registry_options(self, host: str) -> RegistryOptions | None:
+        return next((r for r in self.registries if r.host == host), None)
+
+    def severity(self, finding: Finding) -> str:
+        """The severity the policy gives a finding: an override, onResolutionError, or the default."""
+        if finding.code in self.severities:
+            return self.severities[finding.code]
+        if finding.code in fd.RESOLUTION_CODES:
+            return self.on_resolution_error
+        return finding.severity
+
+    def apply(self, findings: Iterable[Finding]) -> tuple[Finding, ...]:
+        """Findings with the policy's severities; an `allow` severity drops the finding."""
+        adjusted = (replace(f, severity=self.severity(f)) for f in findings)
+        return tuple(f for f in adjusted if f.severity != fd.ALLOW)
+
+
+_TOP_KEYS = {
+    "mode",
+    "onResolutionError",
+    "targets",
+    "registries",
+    "dockerConfig",
+    "severities",
+    "exemptions",
+    "resolutionTimeoutSeconds",
+}
+_REGISTRY_KEYS = {"host", "insecure", "caFile", "allowPrivateNetwork", "mirror", "tokenRealmHosts"}
+_EXEMPTION_KEYS = {"namespaces", "images", "registries"}
+
+
+class _PolicyReader:
+    """Reads a parsed policy document, collecting one error per bad field."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.errors: list[str] = []
+
+    def error(self, path: str, problem: str) -> None:
+        self.errors.append(f"{path}: {problem}")
+
+    def read(self, data: Any) -> Policy:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{self.source}: the policy must be a mapping, not {type(data).__name__}")
+        for key in sorted(set(map(str, data)) - _TOP_KEYS):
+            self.error(key, f"unknown key (expected one of {', '.join(sorted(_TOP_KEYS))})")
+        policy = Policy(
+            mode=self.choice(data, "mode", MODES, "warn"),
+            on_resolution_error=self.choice(data, "onResolutionError", RESOLUTION_OUTCOMES, "warn"),
+            targets=self.targets(data.get("targets")),
+            registries=self.registries(data.get("registries")),
+            docker_config=self.string(data.get("dockerConfig"), "dockerConfig"),
+            severities=self.severities(data.get("severities")),
+            exemptions=self.exemptions(data.get("exemptions")),
+            resolution_timeout=self.timeout(data.get("resolutionTimeoutSeconds")),
+        )
+        if self.errors:
+            raise ConfigError(f"{self.source}: " + "; ".join(self.errors))
+        return policy
+
+    def choice(self, data: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+        value = data.get(key, default)
+        if value not in allowed:
+            self.error(key, f"{value!r} is not one of {', '.join(allowed)}")
+            return default
+        return str(value)
+
+    def string(self, value: Any, path: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.error(path, "must be a non-empty string")
+            return None
+        return value
+
+    def strings(self, value: Any, path: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.error(path, "must be a list of non-empty strings")
+            return ()
+        return tuple(value)
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.error(path, "must be true or false")
+            return False
+        return value
+
+    def timeout(self, value: Any) -> float:
+        if value is None:
+            return DEFAULT_RESOLUTION_TIMEOUT
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 60:
+            self.error("resolutionTimeoutSeconds", "must be a number of seconds above 0 and at most 60")
+            return DEFAULT_RESOLUTION_TIMEOUT
+        return float(value)
+
+    def targets(self, value: Any) -> tuple[Target, ...]:
+        if value is None:
+            return tuple(default_targets())
+        if not isinstance(value, list) or not value:
+            self.error("targets", "must be a non-empty list of {runtime, platform}")
+            return tuple(default_targets())
+        targets = []
+        for i, entry in enumerate(value):
+            path = f"targets[{i}]"
+            if not isinstance(entry, Mapping) or set(entry) - {"runtime", "platform"}:
+                self.error(path, "must be a mapping with runtime and platform")
+                continue
+            try:
+                targets.append(
+                    parse_target(str(entry.get("runtime", "")), str(entry.get("platform", "linux/amd64")))
+                )
+            except ValueError as exc:
+                self.error(path, str(exc))
+        return tuple(targets)
+
+    def registries(self, value: Any) -> tuple[RegistryOptions, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.error("registries", "must be a list of registry entries")
+            return ()
+        entries = []
+        for i, entry in enumerate(value):
+            path = f"registries[{i}]"
+            if not isinstance(entry, Mapping):
+                self.error(path, "must be a mapping with at least host")
+                continue
+            for key in sorted(set(map(str, entry)) - _REGISTRY_KEYS):
+                self.error(
+                    f"{path}.{key}", f"unknown key (expected one of {', '.join(sorted(_REGISTRY_KEYS))})"
+                )
+            host = self.string(entry.get("host"), f"{path}.host")
+            if host is None:
+                continue
+            entries.append(
+                RegistryOptions(
+                    host=host,
+                    insecure=self.boolean(entry.get("insecure"), f"{path}.insecure"),
+                    ca_file=self.string(entry.get("caFile"), f"{path}.caFile"),
+                    allow_private_network=self.boolean(
+                        entry.get("allowPrivateNetwork"), f"{path}.allowPrivateNetwork"
+                    ),
+                    mirror=self.string(entry.get("mirror"), f"{path}.mirror"),
+                    token_realm_hosts=self.strings(entry.get("tokenRealmHosts"), f"{path}.tokenRealmHosts"),
+                )
+            )
+        return tuple(entries)
+
+    def severities(self, value: Any) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.error("severities", "must map finding codes to deny, warn, info or allow")
+            return {}
+        result = {}
+        for code, severity in value.items():
+            if code not in fd.CODES:
+                self.error(f"severities.{code}", "unknown finding code")
+            elif severity not in fd.SEVERITIES:
+                self.error(f"severities.{code}", f"{severity!r} is not one of {', '.join(fd.SEVERITIES)}")
+            else:
+                result[str(code)] = str(severity)
+        return result
+
+    def exemptions(self, value: Any) -> Exemptions:
+        if value is None:
+            return Exemptions()
+        if not isinstance(value, Mapping):
+            self.error("exemptions", "must be a mapping with namespaces, images and registries")
+            return Exemptions()
+        for key in sorted(set(map(str, value)) - _EXEMPTION_KEYS):
+            self.error(
+                f"exemptions.{key}", f"unknown key (expected one of {', '.join(sorted(_EXEMPTION_KEYS))})"
+            )
+        return Exemptions(
+            namespaces=self.strings(value.get("namespaces"), "exemptions.namespaces"),
+            images=self.strings(value.get("images"), "exemptions.images"),
+            registries=self.strings(value.get("registries"), "exemptions.registries"),
+        )

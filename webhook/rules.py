@@ -1,0 +1,341 @@
+"""The rules: what each runtime does with the documents a registry served, as findings.
+
+Pure functions over `webhook.documents.Resolution`; every row of RUNTIMES.md that a registry can show
+has a rule here.  Severities are the defaults of DESIGN.md; the policy adjusts them afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from webhook import mediatypes as mt
+from webhook import platforms
+from webhook.documents import (
+    INDEX,
+    MANIFEST,
+    SCHEMA1,
+    Document,
+    Resolution,
+    config_descriptor,
+    descriptors,
+    schema1_blobs,
+)
+from webhook.findings import DENY, INFO, WARN, Finding, default_severity
+from webhook.platforms import Platform
+from webhook.runtimes import Runtime, Target
+
+CONTAINERD_MANIFEST_CAP = 4_393_216  # core/remotes/docker/resolver.go: a typo'd 4 MiB, top-level only
+CRIO_MANIFEST_CAP = 4_194_304  # containers/image internal/iolimits: every manifest and the config
+
+_STRUCTURE_NAMES = {INDEX: "an index", MANIFEST: "an image manifest", SCHEMA1: "a schema 1 manifest"}
+
+
+def judge(resolution: Resolution, target: Target, *, unqualified: bool = False) -> list[Finding]:
+    """Everything the runtime of `target` would trip over when pulling and starting this image."""
+    return _Judge(resolution, target).run(unqualified)
+
+
+def effective_media_type(content_type: str, runtime: Runtime) -> str:
+    """The media type a runtime acts on, read from the Content-Type the registry served."""
+    if runtime.kind == "cri-o":
+        # containers/image NormalizedMIMEType: anything unrecognised is tried as signed schema 1.
+        return content_type if content_type in mt.MANIFEST_TYPES else mt.DOCKER_SCHEMA1_SIGNED
+    # containerd's getManifestMediaType: an empty or text/plain type is taken for schema 1.
+    if content_type in ("", "text/plain"):
+        return mt.DOCKER_SCHEMA1_SIGNED
+    return content_type
+
+
+def _expected_structure(media_type: str) -> str | None:
+    if media_type in mt.SCHEMA1_TYPES:
+        return SCHEMA1
+    if media_type in mt.INDEX_TYPES:
+        return INDEX
+    if media_type in mt.IMAGE_MANIFEST_TYPES:
+        return MANIFEST
+    return None
+
+
+class _Judge:
+    def __init__(self, resolution: Resolution, target: Target) -> None:
+        self.resolution = resolution
+        self.target = target
+        self.runtime = target.runtime
+        self.findings: list[Finding] = []
+
+    def add(self, code: str, message: str, severity: str | None = None) -> None:
+        self.findings.append(
+            Finding(
+                code=code,
+                severity=severity or default_severity(code, self.runtime),
+                runtime=str(self.runtime),
+                platform=str(self.target.platform),
+                message=message,
+            )
+        )
+
+    def too_large(self, what: str, size: int, cap: int = CRIO_MANIFEST_CAP) -> None:
+        self.add("MANIFEST_TOO_LARGE", f"{what} is {size} bytes, over {self.runtime_name}'s limit of {cap}")
+
+    @property
+    def is_crio(self) -> bool:
+        return self.runtime.kind == "cri-o"
+
+    @property
+    def runtime_name(self) -> str:
+        major, minor, _ = self.runtime.version
+        return f"{self.runtime.kind} {major}.{minor}"
+
+    def run(self, unqualified: bool) -> list[Finding]:
+        if unqualified:
+            how = "resolved through the node's registries.conf" if self.is_crio else "taken as docker.io"
+            self.add("SHORT_NAME", f"short name: {how}")
+        resolution = self.resolution
+        if resolution.error is not None:
+            self.add(resolution.error.code, resolution.error.message)
+            return self.findings
+        if resolution.top is None:  # the resolver always sets one of error and top
+            return self.findings
+        self.top_level(resolution.top)
+        return self.findings
+
+    # -- manifests -------------------------------------------------------------------------------
+
+    def top_level(self, top: Document) -> None:
+        cap = CRIO_MANIFEST_CAP if self.is_crio else CONTAINERD_MANIFEST_CAP
+        if top.size > cap:
+            self.too_large("manifest", top.size, cap)
+            return
+        media_type = effective_media_type(top.content_type, self.runtime)
+        structure = self.check_structure(top, media_type, "manifest")
+        if structure == SCHEMA1:
+            self.schema1(top, child=False)
+        elif structure == INDEX:
+            self.index(top)
+        elif structure == MANIFEST:
+            self.image_manifest(top, check_platform=True)
+
+    def check_structure(self, document: Document, media_type: str, what: str) -> str | None:
+        """The structure to judge further, or None after a finding that ends the pull."""
+        expected = _expected_structure(media_type)
+        actual = document.structure
+        if expected is None:
+            self.add(
+                "MEDIA_TYPE_MISMATCH",
+                f"{what} served as {document.content_type or 'no Content-Type'}, "
+                f"a type {self.runtime_name} does not pull",
+            )
+            return None
+        if actual != expected:
+            served = document.content_type or "no Content-Type"
+            found = _STRUCTURE_NAMES.get(actual, "not a manifest")
+            self.add(
+                "MEDIA_TYPE_MISMATCH",
+                f"{what} served as {served} ({self.runtime_name} reads {media_type}) but the body is {found}",
+            )
+            if actual == SCHEMA1:
+                self.add("SCHEMA1", f"{what} body is Docker schema 1", severity=DENY)
+            return None
+        return expected
+
+    def schema1(self, document: Document, *, child: bool) -> None:
+        kind = self.runtime.kind
+        if child:
+            if kind == "cri-o":
+                self.add("SCHEMA1", "the manifest selected from the list is Docker schema 1 (deprecated)")
+            else:
+                # Conversion only applies to a top-level schema 1 manifest, in every containerd version.
+                self.add(
+                    "SCHEMA1",
+                    f"the manifest selected from the list is Docker schema 1, which {self.runtime_name} "
+                    "cannot pull from a list",
+                    severity=DENY,
+                )
+        else:
+            severity = default_severity("SCHEMA1", self.runtime)
+            if kind == "containerd" and self.runtime.at_least(2, 1):
+                why = "removed in containerd 2.1"
+            elif kind == "containerd" and self.runtime.at_least(2, 0):
+                why = "disabled by default since containerd 2.0"
+            elif kind == "docker" and severity == DENY:
+                why = "disabled by default since Docker 26"
+            elif severity == INFO:
+                why = f"{self.runtime_name} converts it"
+            else:
+                why = f"{self.runtime_name} still pulls it, deprecated"
+            self.add("SCHEMA1", f"Docker schema 1 manifest: {why}", severity=severity)
+        for blob in schema1_blobs(document.body):
+            if blob in self.resolution.missing:
+                self.add("MISSING_BLOB", f"layer {blob} is missing from the registry")
+                break
+
+    def index(self, index: Document) -> None:
+        entries = descriptors(index.body, "manifests")
+        wanted = self.target.platform
+        chosen = (
+            platforms.select_crio(entries, wanted)
+            if self.is_crio
+            else platforms.select_containerd(entries, wanted)
+        )
+        if chosen is None:
+            offered = sorted({str(p) for e in entries if (p := platforms.entry_platform(e)) is not None})
+            self.add(
+                "NO_MATCHING_PLATFORM",
+                f"no entry for {wanted} that {self.runtime_name} selects; the index has "
+                f"{', '.join(offered) or 'no platforms'}",
+            )
+            return
+        digest = chosen["digest"]
+        if digest in self.resolution.missing:
+            self.add("MISSING_BLOB", f"the {wanted} manifest {digest} is missing from the registry")
+            return
+        problem = self.resolution.failures.get(digest)
+        if problem is not None:
+            self.add(problem.code, problem.message)
+            return
+        child = self.resolution.manifests.get(digest)
+        if child is None:
+            return  # not fetched: the deadline ran out first, reported by the resolver
+        if self.is_crio and child.size > CRIO_MANIFEST_CAP:
+            self.add(
+                "MANIFEST_TOO_LARGE", f"manifest is {child.size} bytes, over CRI-O's {CRIO_MANIFEST_CAP}"
+            )
+            return
+        # containerd acts on the index entry's mediaType, containers/image on the child's Content-Type.
+        declared = chosen.get("mediaType")
+        media_type = (
+            effective_media_type(child.content_type, self.runtime)
+            if self.is_crio
+            else (declared if isinstance(declared, str) else "")
+        )
+        structure = self.check_structure(child, media_type, f"the {wanted} manifest")
+        if structure == SCHEMA1:
+            self.schema1(child, child=True)
+        elif structure == INDEX:
+            self.add(
+                "NO_MATCHING_PLATFORM",
+                f"the entry for {wanted} is itself an index, which pullcheck does not follow",
+                severity=WARN,
+            )
+        elif structure == MANIFEST:
+            # containerd filters platform-less entries by their config's platform.
+            self.image_manifest(child, check_platform=platforms.entry_platform(chosen) is None)
+
+    def image_manifest(self, manifest: Document, *, check_platform: bool) -> None:
+        body = manifest.body
+        is_oci = manifest_is_oci(manifest, body)
+        config_desc = config_descriptor(body)
+        artifact_type = body.get("artifactType") if isinstance(body, Mapping) else None
+        config_type = config_desc.get("mediaType") if config_desc else None
+        if isinstance(artifact_type, str) and artifact_type:
+            self.add("NOT_AN_IMAGE", f"artifact of type {artifact_type}, not a container image")
+            return
+        if config_desc is None:
+            self.add("MEDIA_TYPE_MISMATCH", "the image manifest has no config descriptor")
+            return
+        if config_type not in mt.CONFIG_TYPES:
+            self.add("NOT_AN_IMAGE", f"artifact with config type {config_type}, not a container image")
+            return
+        if is_oci and config_type == mt.DOCKER_CONFIG:
+            self.add(
+                "MIXED_MEDIA_TYPES",
+                "OCI manifest with a Docker config"
+                + (": CRI-O refuses it (invalid mixed OCI image)" if self.is_crio else ""),
+            )
+        layers = descriptors(body, "layers")
+        self.layers(layers, is_oci)
+        config = self.config(config_desc["digest"])
+        if config is None:
+            return
+        self.rootfs(config, len(layers))
+        if check_platform:
+            self.platform(config)
+
+    def config(self, digest: str) -> Mapping[str, Any] | None:
+        if digest in self.resolution.missing:
+            self.add("MISSING_BLOB", f"the image config {digest} is missing from the registry")
+            return None
+        problem = self.resolution.failures.get(digest)
+        if problem is not None:
+            self.add(problem.code, f"image config: {problem.message}")
+            return None
+        document = self.resolution.configs.get(digest)
+        if document is None:
+            return None
+        if self.is_crio and document.size > CRIO_MANIFEST_CAP:
+            self.add(
+                "MANIFEST_TOO_LARGE",
+                f"image config is {document.size} bytes, over CRI-O's {CRIO_MANIFEST_CAP}",
+            )
+            return None
+        if not isinstance(document.body, Mapping):
+            self.add("MEDIA_TYPE_MISMATCH", "the image config is not a JSON object")
+            return None
+        return document.body
+
+    def layers(self, layers: list[Mapping[str, Any]], is_oci: bool) -> None:
+        for layer in layers:
+            media_type = layer.get("mediaType")
+            digest = layer["digest"]
+            if not isinstance(media_type, str):
+                self.add("UNSUPPORTED_LAYER", f"layer {digest} has no mediaType")
+                continue
+            if media_type.endswith(mt.ENCRYPTED_SUFFIX):
+                self.add("ENCRYPTED_LAYER", f"layer {digest} is encrypted ({media_type})")
+            elif mt.is_nondistributable(media_type):
+                self.add("NONDISTRIBUTABLE_LAYER", f"layer {digest} is non-distributable ({media_type})")
+            problem = self.layer_problem(mt.without_encryption(media_type), is_oci)
+            if problem is not None:
+                code, message = problem
+                self.add(code, f"layer {digest}: {message}")
+            elif digest in self.resolution.missing and not mt.is_nondistributable(media_type):
+                self.add("MISSING_BLOB", f"layer {digest} is missing from the registry")
+
+    def layer_problem(self, media_type: str, is_oci: bool) -> tuple[str, str] | None:
+        docker_type = media_type in mt.DOCKER_LAYER_TYPES
+        if not is_oci and not docker_type:
+            if mt.is_oci_layer(media_type):
+                what = "Docker v2s2 manifest with an OCI layer type"
+                if self.is_crio:
+                    return "MIXED_MEDIA_TYPES", f"{what} {media_type}: CRI-O refuses it"
+                return "MIXED_MEDIA_TYPES", what
+            return "UNSUPPORTED_LAYER", f"{self.runtime_name} cannot apply layer type {media_type}"
+        if self.is_crio and not is_oci and media_type not in mt.CRIO_DOCKER_LAYER_TYPES:
+            return "UNSUPPORTED_LAYER", f"CRI-O refuses {media_type} in a Docker v2s2 manifest"
+        if not docker_type and not mt.is_oci_layer(media_type):
+            return "UNSUPPORTED_LAYER", f"{self.runtime_name} cannot apply layer type {media_type}"
+        return None
+
+    def rootfs(self, config: Mapping[str, Any], layer_count: int) -> None:
+        rootfs = config.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, Mapping) else None
+        count = len(diff_ids) if isinstance(diff_ids, list) else 0
+        if count == layer_count:
+            return
+        if self.is_crio and count == 0:
+            return  # containers/image accepts an empty diff_ids list
+        self.add(
+            "ROOTFS_MISMATCH",
+            f"config lists {count} diff_ids for {layer_count} layers",
+        )
+
+    def platform(self, config: Mapping[str, Any]) -> None:
+        os_name, arch = config.get("os"), config.get("architecture")
+        if not isinstance(os_name, str) or not isinstance(arch, str) or not os_name or not arch:
+            return
+        variant = config.get("variant")
+        image = Platform(os_name, arch, variant if isinstance(variant, str) else "")
+        if not platforms.runs_on(image, self.target.platform):
+            self.add(
+                "PLATFORM_MISMATCH",
+                f"image is built for {image}; it pulls but cannot start on {self.target.platform}",
+            )
+
+
+def manifest_is_oci(manifest: Document, body: Any) -> bool:
+    """OCI or Docker v2s2, by the body's own mediaType, else by the Content-Type it was served with."""
+    declared = body.get("mediaType") if isinstance(body, Mapping) else None
+    if isinstance(declared, str) and declared in mt.IMAGE_MANIFEST_TYPES:
+        return declared == mt.OCI_MANIFEST
+    return manifest.content_type != mt.DOCKER_MANIFEST
