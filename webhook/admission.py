@@ -1,0 +1,453 @@
+"""AdmissionReview in, AdmissionReview out: which images a request brings, and what to answer.
+
+Pure: the app hands in the parsed JSON body, the node groups and the checker's results; this module
+picks the images to judge (every container of a Pod or of a workload's pod template; on UPDATE only
+the images that changed), narrows the node groups to those the Pod may be scheduled on, and builds the
+response for the policy's mode.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.errors import PullcheckError
+from webhook.findings import DENY, INFO, REMEDY, WARN, Finding, ImageResult, worst
+from webhook.runtimes import Target
+
+API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+OS_LABEL, ARCH_LABEL = "kubernetes.io/os", "kubernetes.io/arch"
+# Per-node labels a node group does not keep (one group per node would defeat grouping): a selector
+# on them cannot narrow the groups, so it is treated as satisfied.
+PER_NODE_LABELS = frozenset({"kubernetes.io/hostname"})
+# The apiserver's limits on warnings (k8s.io/apiserver/pkg/warning): 120 characters each, 4 KiB in all.
+WARNING_LENGTH = 120
+WARNINGS_TOTAL = 4096
+MESSAGE_LENGTH = 4096
+AUDIT_IMAGES = 20
+_IMAGE_SHOWN = 64
+CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+
+# Where each kind keeps the pod spec that will make its Pods.
+POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "ReplicationController": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+JUDGED_OPERATIONS = ("CREATE", "UPDATE")
+
+
+class InvalidReview(PullcheckError):
+    """The body is not an AdmissionReview pullcheck can answer; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class ContainerImage:
+    field: str  # initContainers | containers | ephemeralContainers
+    name: str
+    image: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """What pullcheck needs from one AdmissionReview request."""
+
+    api_version: str  # answered in the same version
+    uid: str
+    kind: str
+    operation: str
+    namespace: str
+    name: str
+    sub_resource: str
+    dry_run: bool
+    pod_spec: Mapping[str, Any]  # empty when the operation carries no object (DELETE, CONNECT)
+    images: tuple[ContainerImage, ...]  # to judge: every image on CREATE, the changed ones on UPDATE
+
+    @property
+    def distinct_images(self) -> list[str]:
+        return list(dict.fromkeys(c.image for c in self.images))
+
+    @property
+    def service_account(self) -> str:
+        name = self.pod_spec.get("serviceAccountName") or self.pod_spec.get("serviceAccount")
+        return name if isinstance(name, str) and name else "default"
+
+    @property
+    def pull_secret_names(self) -> tuple[str, ...]:
+        entries = self.pod_spec.get("imagePullSecrets")
+        if not isinstance(entries, list):
+            return ()
+        names = (e.get("name") for e in entries if isinstance(e, Mapping))
+        return tuple(dict.fromkeys(n for n in names if isinstance(n, str) and n))
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidReview(f"{what} is not an object")
+    return value
+
+
+def _string(value: Any, what: str, *, required: bool = True) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise InvalidReview(f"{what} is not a non-empty string")
+    return value
+
+
+def pod_spec_of(kind: str, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The pod spec inside an object of a supported kind; empty when the object has none yet."""
+    spec: Any = obj
+    for step in POD_SPEC_PATHS[kind]:
+        spec = spec.get(step) if isinstance(spec, Mapping) else None
+    if spec is None:
+        return {}
+    return _mapping(spec, f"{kind} {'.'.join(POD_SPEC_PATHS[kind])}")
+
+
+def containers_of(pod_spec: Mapping[str, Any]) -> list[ContainerImage]:
+    """Every container with an image, init containers first (a template's container may omit it)."""
+    found = []
+    for field_name in CONTAINER_FIELDS:
+        entries = pod_spec.get(field_name) or []
+        if not isinstance(entries, list):
+            raise InvalidReview(f"{field_name} is not a list")
+        for entry in entries:
+            container = _mapping(entry, f"an entry of {field_name}")
+            image = container.get("image")
+            if isinstance(image, str) and image:
+                found.append(ContainerImage(field_name, str(container.get("name") or ""), image))
+    return found
+
+
+def parse_review(body: Any) -> Request:
+    """Read an AdmissionReview; raises InvalidReview for anything that is not one, or an unknown kind."""
+    review = _mapping(body, "the body")
+    api_version = review.get("apiVersion")
+    if api_version not in API_VERSIONS:
+        raise InvalidReview(f"apiVersion must be one of {', '.join(API_VERSIONS)}")
+    if review.get("kind") != "AdmissionReview":
+        raise InvalidReview("kind must be AdmissionReview")
+    request = _mapping(review.get("request"), "request")
+    uid = _string(request.get("uid"), "request.uid")
+    kind = _string(_mapping(request.get("kind"), "request.kind").get("kind"), "request.kind.kind")
+    if kind not in POD_SPEC_PATHS:
+        raise InvalidReview(f"kind {kind} is not one pullcheck judges")
+    operation = _string(request.get("operation"), "request.operation")
+    namespace = _string(request.get("namespace"), "request.namespace", required=False)
+    sub_resource = _string(request.get("subResource"), "request.subResource", required=False)
+
+    pod_spec: Mapping[str, Any] = {}
+    images: list[ContainerImage] = []
+    name = _string(request.get("name"), "request.name", required=False)
+    if operation in JUDGED_OPERATIONS:
+        obj = _mapping(request.get("object"), "request.object")
+        pod_spec = pod_spec_of(kind, obj)
+        images = containers_of(pod_spec)
+        if operation == "UPDATE" and request.get("oldObject") is not None:
+            old = _mapping(request.get("oldObject"), "request.oldObject")
+            before = {c.image for c in containers_of(pod_spec_of(kind, old))}
+            images = [c for c in images if c.image not in before]
+        metadata = obj.get("metadata")
+        if not name and isinstance(metadata, Mapping):
+            name = str(metadata.get("name") or metadata.get("generateName") or "")
+    return Request(
+        api_version=str(api_version),
+        uid=uid,
+        kind=kind,
+        operation=operation,
+        namespace=namespace,
+        name=name,
+        sub_resource=sub_resource,
+        dry_run=request.get("dryRun") is True,
+        pod_spec=pod_spec,
+        images=tuple(images),
+    )
+
+
+def review_uid(body: Any) -> str | None:
+    """The request uid of a body parse_review refused, when it has one (to answer in kind)."""
+    if isinstance(body, Mapping) and isinstance(body.get("request"), Mapping):
+        uid = body["request"].get("uid")
+        return uid if isinstance(uid, str) and uid else None
+    return None
+
+
+# --- where the Pod may run -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """Nodes that share a target and labels (per-node labels left out)."""
+
+    target: Target
+    nodes: int | None  # None for the policy's static targets, where no Node is known
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def label(self, key: str) -> str | None:
+        """A label's value; os and arch fall back to what the node reports in nodeInfo."""
+        if key in self.labels:
+            return self.labels[key]
+        if key == OS_LABEL:
+            return self.target.platform.os
+        if key == ARCH_LABEL:
+            return self.target.platform.architecture
+        return None
+
+
+def static_groups(targets: Iterable[Target]) -> list[NodeGroup]:
+    return [NodeGroup(t, None) for t in dict.fromkeys(targets)]
+
+
+def _number(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _expression_holds(group: NodeGroup, expression: Mapping[str, Any]) -> bool:
+    """One nodeSelectorRequirement, as the scheduler reads it; unknown operators hold (cannot narrow)."""
+    key, operator = expression.get("key"), expression.get("operator")
+    if not isinstance(key, str) or key in PER_NODE_LABELS:
+        return True
+    raw_values = expression.get("values")
+    values = [v for v in raw_values if isinstance(v, str)] if isinstance(raw_values, list) else []
+    value = group.label(key)
+    if operator == "In":
+        return value in values
+    if operator == "NotIn":
+        return value not in values
+    if operator == "Exists":
+        return value is not None
+    if operator == "DoesNotExist":
+        return value is None
+    if operator in ("Gt", "Lt") and len(values) == 1:
+        have, bound = _number(value), _number(values[0])
+        if have is None or bound is None:
+            return False
+        return have > bound if operator == "Gt" else have < bound
+    return True
+
+
+def _term_holds(group: NodeGroup, term: Any) -> bool:
+    if not isinstance(term, Mapping):
+        return True
+    expressions = term.get("matchExpressions") or []
+    if not isinstance(expressions, list):
+        return True
+    # matchFields select Nodes by name, which a group cannot tell apart: they do not narrow.
+    return all(_expression_holds(group, e) for e in expressions if isinstance(e, Mapping))
+
+
+def schedulable(group: NodeGroup, pod_spec: Mapping[str, Any]) -> bool:
+    """Whether the Pod's nodeSelector and required node affinity admit the group's nodes."""
+    selector = pod_spec.get("nodeSelector")
+    if isinstance(selector, Mapping):
+        for key, wanted in selector.items():
+            if key not in PER_NODE_LABELS and group.label(str(key)) != wanted:
+                return False
+    affinity = pod_spec.get("affinity")
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    required = (
+        node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+        if isinstance(node_affinity, Mapping)
+        else None
+    )
+    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    if isinstance(terms, list) and terms:
+        return any(_term_holds(group, term) for term in terms)
+    return True
+
+
+def narrow(groups: Sequence[NodeGroup], pod_spec: Mapping[str, Any]) -> list[NodeGroup]:
+    """The groups the Pod may be scheduled on."""
+    return [g for g in groups if schedulable(g, pod_spec)]
+
+
+def targets_of(groups: Iterable[NodeGroup]) -> list[Target]:
+    return list(dict.fromkeys(g.target for g in groups))
+
+
+# --- the answer ------------------------------------------------------------------------------------
+
+
+def _runtime_name(target: Target) -> str:
+    major, minor, _ = target.runtime.version
+    return f"{target.runtime.kind} {major}.{minor}"
+
+
+def _concerns(finding: Finding, target: Target) -> bool:
+    if not finding.runtime:
+        return True
+    if finding.runtime != target.runtime.text:
+        return False
+    return not finding.platform or finding.platform == str(target.platform)
+
+
+def where(findings: Sequence[Finding], groups: Sequence[NodeGroup]) -> str:
+    """Where these findings bite: 'on 3 nodes running containerd 2.1', or 'on cri-o 1.33 (linux/arm64)'."""
+    hit = [g for g in groups if any(_concerns(f, g.target) for f in findings)]
+    if not hit:
+        return "on every target"
+    runtimes = ", ".join(dict.fromkeys(_runtime_name(g.target) for g in hit))
+    platforms = list(dict.fromkeys(str(g.target.platform) for g in hit))
+    narrower = set(platforms) < {str(g.target.platform) for g in groups}
+    on_platforms = f" ({', '.join(platforms)})" if narrower else ""
+    counted = [g.nodes for g in hit if g.nodes is not None]
+    if counted:
+        total = sum(counted)
+        return f"on {total} node{'s' if total != 1 else ''} running {runtimes}{on_platforms}"
+    return f"on {runtimes}{on_platforms}"
+
+
+def _short_image(image: str) -> str:
+    if len(image) <= _IMAGE_SHOWN:
+        return image
+    half = (_IMAGE_SHOWN - 3) // 2
+    return f"{image[:half]}...{image[-half:]}"
+
+
+def _fit(text: str, limit: int) -> str:
+    """The text, cut at a word boundary with '...' when it is longer than the limit."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ;,") + "..."
+
+
+def _remedy(code: str) -> str:
+    return REMEDY.get(code, "see the pullcheck documentation")
+
+
+def _by_code(result: ImageResult, severity: str) -> dict[str, list[Finding]]:
+    codes: dict[str, list[Finding]] = {}
+    for finding in result.findings:
+        if finding.severity == severity:
+            codes.setdefault(finding.code, []).append(finding)
+    return codes
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    message: str  # why it was refused; '' when allowed
+    warnings: tuple[str, ...]
+    audit_annotations: Mapping[str, str]
+    verdicts: Mapping[str, str]  # image -> deny | warn | allow, for logs and metrics
+    codes: tuple[str, ...]  # finding codes of deny and warn findings, for metrics
+
+
+def _denial(results: Sequence[ImageResult], groups: Sequence[NodeGroup]) -> str:
+    parts = []
+    for result in results:
+        for code, findings in _by_code(result, DENY).items():
+            detail = f"{findings[0].message}; {_remedy(code)}"
+            parts.append(f"{result.image}: {code} fails {where(findings, groups)}: {detail}")
+    denied = sum(1 for r in results if r.verdict == DENY)
+    head = f"pullcheck denied {denied} image{'s' if denied != 1 else ''}: "
+    return _fit(head + " | ".join(parts), MESSAGE_LENGTH)
+
+
+def _warnings(
+    results: Sequence[ImageResult], groups: Sequence[NodeGroup], severities: Sequence[str]
+) -> list[str]:
+    lines: list[str] = []
+    for result in results:
+        for severity in severities:
+            verb = "fails" if severity == DENY else "warns"
+            for code, findings in _by_code(result, severity).items():
+                text = (
+                    f"{_short_image(result.image)}: {code} {verb} {where(findings, groups)}; {_remedy(code)}"
+                )
+                lines.append(_fit(text, WARNING_LENGTH))
+    kept: list[str] = []
+    size = 0
+    unique = list(dict.fromkeys(lines))
+    for position, line in enumerate(unique):
+        rest = len(unique) - position
+        # Keep room for one more line of at most WARNING_LENGTH: the summary, or the last warning.
+        if rest > 1 and size + len(line.encode()) + WARNING_LENGTH >= WARNINGS_TOTAL:
+            kept.append(f"and {rest} more pullcheck warnings, see the audit annotations")
+            break
+        kept.append(line)
+        size += len(line.encode())
+    return kept
+
+
+def _audit_annotations(results: Sequence[ImageResult], groups: Sequence[NodeGroup]) -> dict[str, str]:
+    judged = [r for r in results if r.findings]
+    if not judged:
+        return {}
+    entries = []
+    for result in judged[:AUDIT_IMAGES]:
+        summary: dict[str, list[str]] = {}
+        for severity in (DENY, WARN, INFO):
+            for code, findings in _by_code(result, severity).items():
+                summary.setdefault(code, []).append(f"{severity} {where(findings, groups)}")
+        entries.append(
+            {
+                "image": result.image,
+                "digest": result.digest,
+                "verdict": result.verdict,
+                "findings": {code: "; ".join(parts) for code, parts in summary.items()},
+            }
+        )
+    annotations = {
+        "verdict": worst(r.verdict for r in results),
+        "images": json.dumps(entries, separators=(",", ":")),
+    }
+    if len(judged) > AUDIT_IMAGES:
+        annotations["omitted-images"] = str(len(judged) - AUDIT_IMAGES)
+    return annotations
+
+
+def decide(results: Sequence[ImageResult], groups: Sequence[NodeGroup], mode: str) -> Decision:
+    """The answer for the policy's mode: enforce refuses a deny verdict, warn admits with warnings,
+    audit admits silently; findings always go to the audit annotations."""
+    denied = [r for r in results if r.verdict == DENY]
+    refuse = mode == "enforce" and bool(denied)
+    if mode == "audit":
+        warnings: list[str] = []
+    elif mode == "enforce":
+        warnings = _warnings(results, groups, (WARN,))
+    else:
+        warnings = _warnings(results, groups, (DENY, WARN))
+    codes = dict.fromkeys(f.code for r in results for f in r.findings if f.severity in (DENY, WARN))
+    return Decision(
+        allowed=not refuse,
+        message=_denial(denied, groups) if refuse else "",
+        warnings=tuple(warnings),
+        audit_annotations=_audit_annotations(results, groups),
+        verdicts={r.image: r.verdict for r in results},
+        codes=tuple(codes),
+    )
+
+
+ALLOW_ALL = Decision(True, "", (), {}, {}, ())
+
+
+def response(api_version: str, uid: str, decision: Decision) -> dict[str, Any]:
+    """The AdmissionReview to send back."""
+    answer: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
+    if not decision.allowed:
+        answer["status"] = {
+            "metadata": {},
+            "status": "Failure",
+            "reason": "Forbidden",
+            "code": 403,
+            "message": decision.message,
+        }
+    if decision.warnings:
+        answer["warnings"] = list(decision.warnings)
+    if decision.audit_annotations:
+        answer["auditAnnotations"] = dict(decision.audit_annotations)
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "response": answer}
