@@ -291,6 +291,9 @@ class _Judge:
                 self.add(code, f"layer {digest}: {message}")
             elif digest in self.resolution.missing and not mt.is_nondistributable(media_type):
                 self.add("MISSING_BLOB", f"layer {digest} is missing from the registry")
+            elif digest in self.resolution.failures:
+                failure = self.resolution.failures[digest]
+                self.add(failure.code, f"layer {digest}: {failure.message}")
 
     def layer_problem(self, media_type: str, is_oci: bool) -> tuple[str, str] | None:
         docker_type = media_type in mt.DOCKER_LAYER_TYPES

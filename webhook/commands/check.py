@@ -1,0 +1,137 @@
+"""`pullcheck check IMAGE...`: will these images pull and start on my nodes?"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+from webhook import platforms, render
+from webhook.commands.setup import default_docker_config, make_checker, read_keyring
+from webhook.deadline import Deadline
+from webhook.errors import ConfigError
+from webhook.findings import DENY, WARN, ImageResult
+from webhook.policy import Policy, RegistryOptions
+from webhook.policyfile import load_policy
+from webhook.reference import InvalidReference, parse
+from webhook.runtimes import Target, parse_runtime
+
+DEFAULT_CHECK_TIMEOUT = 30.0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="judge images for containerd and CRI-O",
+        description="Resolve each image against its registry and say whether the target runtimes can "
+        "pull and start it. Exit status: 0 when nothing is denied, 1 when an image is, 2 for a usage "
+        "or configuration error.",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image reference, e.g. nginx:1.27")
+    parser.add_argument(
+        "--runtime",
+        action="append",
+        default=[],
+        metavar="R",
+        help="runtime as Kubernetes names it, e.g. containerd://2.1.3 or cri-o://1.33.2 (repeatable; "
+        "default: the policy's targets, else containerd 2.1 and CRI-O 1.33)",
+    )
+    parser.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        metavar="P",
+        help="node platform os/arch[/variant] (repeatable; default linux/amd64)",
+    )
+    parser.add_argument("--config", metavar="F", help="policy file (YAML), the same one the webhook reads")
+    parser.add_argument(
+        "--docker-config",
+        metavar="F",
+        help="docker config.json with registry credentials (default: the policy's dockerConfig, "
+        "else $DOCKER_CONFIG/config.json or ~/.docker/config.json when present)",
+    )
+    parser.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="H",
+        help="registry host[:port] to reach over plain HTTP (repeatable)",
+    )
+    parser.add_argument("--ca-file", metavar="F", help="extra CA bundle for the registries of these images")
+    parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--fail-on",
+        choices=(DENY, WARN),
+        default=DENY,
+        help="exit 1 when an image gets this verdict or worse (default deny)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_CHECK_TIMEOUT,
+        metavar="S",
+        help=f"seconds for the whole resolution (default {DEFAULT_CHECK_TIMEOUT:g})",
+    )
+    parser.set_defaults(run=run)
+
+
+def targets_for(policy: Policy, runtimes: list[str], platform_texts: list[str]) -> list[Target]:
+    """--runtime × --platform; a side not given comes from the policy's targets."""
+    if not runtimes and not platform_texts:
+        return list(policy.targets)
+    try:
+        chosen_runtimes = [parse_runtime(r) for r in runtimes] or list(
+            dict.fromkeys(t.runtime for t in policy.targets)
+        )
+        chosen_platforms = [platforms.parse(p) for p in platform_texts] or [platforms.parse("linux/amd64")]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return [Target(r, p) for r, p in itertools.product(chosen_runtimes, chosen_platforms)]
+
+
+def command_line_registries(args: argparse.Namespace, policy: Policy) -> list[RegistryOptions]:
+    """Registry options the flags add to (or change in) the policy's."""
+    hosts = set(args.insecure_registry)
+    if args.ca_file:
+        for image in args.images:
+            try:
+                hosts.add(parse(image).registry)
+            except InvalidReference:
+                continue
+    added = []
+    for host in sorted(hosts):
+        base = policy.registry_options(host) or RegistryOptions(host=host)
+        added.append(
+            RegistryOptions(
+                host=host,
+                insecure=base.insecure or host in args.insecure_registry,
+                ca_file=args.ca_file or base.ca_file,
+                allow_private_network=base.allow_private_network,
+                mirror=base.mirror,
+                token_realm_hosts=base.token_realm_hosts,
+            )
+        )
+    return added
+
+
+def exit_status(results: list[ImageResult], fail_on: str) -> int:
+    failing = {DENY} if fail_on == DENY else {DENY, WARN}
+    return 1 if any(r.verdict in failing for r in results) else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.timeout <= 600:
+        raise ConfigError("--timeout must be above 0 and at most 600 seconds")
+    policy = load_policy(args.config)
+    policy = policy.with_registries(command_line_registries(args, policy))
+    targets = targets_for(policy, args.runtime, args.platform)
+    keyring = read_keyring(args.docker_config or policy.docker_config or default_docker_config())
+    # The command line runs for the person who typed it: their local and private registries are fair game.
+    checker = make_checker(policy, network_guard=False)
+    try:
+        results = checker.check(args.images, targets, policy, keyring, Deadline(args.timeout))
+    finally:
+        checker.close()
+    output = render.to_json(results) if args.output == "json" else render.to_table(results)
+    sys.stdout.write(output + "\n")
+    return exit_status(results, args.fail_on)

@@ -1,0 +1,413 @@
+"""Resolution: fetch what a runtime would fetch for each image, then judge it for every target.
+
+This is where the registry client, the caches and the rules meet.  Each distinct image of a call is
+resolved once, all of them concurrently, within one deadline; documents are cached by
+registry+repository+digest (content is immutable), tag answers for a short time and per credential set
+(access must be proven again for another namespace's Secrets), failures for a shorter time, and
+concurrent resolutions of the same key share one lookup.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
+from typing import Generic, Protocol, TypeVar
+
+from webhook import errors, platforms
+from webhook.credentials import Keyring
+from webhook.deadline import Deadline
+from webhook.documents import (
+    INDEX,
+    MANIFEST,
+    SCHEMA1,
+    Document,
+    Problem,
+    Resolution,
+    config_descriptor,
+    descriptors,
+    schema1_blobs,
+)
+from webhook.errors import InvalidReference, NotFound, RegistryError
+from webhook.findings import ImageResult
+from webhook.mediatypes import is_nondistributable
+from webhook.policy import Policy
+from webhook.reference import ImageReference, parse
+from webhook.rules import judge
+from webhook.runtimes import Target
+
+T = TypeVar("T")
+
+
+class ManifestHeadLike(Protocol):
+    @property
+    def digest(self) -> str | None: ...
+
+
+class RegistrySource(Protocol):
+    """What the resolver needs of the registry client (`webhook.registry.RegistryClient`)."""
+
+    def head_manifest(
+        self, ref: ImageReference, reference: str, keyring: Keyring, deadline: Deadline
+    ) -> ManifestHeadLike: ...
+
+    def get_manifest(
+        self,
+        ref: ImageReference,
+        reference: str,
+        keyring: Keyring,
+        deadline: Deadline,
+        expected_digest: str | None = None,
+    ) -> Document: ...
+
+    def get_blob(
+        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline
+    ) -> Document: ...
+
+    def blob_exists(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class _Expiring(Generic[T]):
+    """A bounded LRU whose entries may carry an expiry (monotonic seconds)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[Hashable, tuple[float | None, T]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> T | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            expires, value = item
+            if expires is not None and expires <= time.monotonic():
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: T, ttl: float | None = None) -> None:
+        expires = None if ttl is None else time.monotonic() + ttl
+        with self._lock:
+            self._items[key] = (expires, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+class _SingleFlight:
+    """Concurrent callers of the same key wait for the first caller's answer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[Hashable, Future[object]] = {}
+
+    def run(self, key: Hashable, work: Callable[[], T]) -> T:
+        with self._lock:
+            running = self._running.get(key)
+            leader = running is None
+            if running is None:
+                running = self._running[key] = Future()
+        if not leader:
+            return running.result()  # type: ignore[return-value]
+        try:
+            value = work()
+        except BaseException as exc:
+            running.set_exception(exc)
+            raise
+        else:
+            running.set_result(value)
+            return value
+        finally:
+            with self._lock:
+                del self._running[key]
+
+
+# Negative answers worth remembering briefly: they are what a burst of Pods of one bad image repeats.
+_NEGATIVE_CODES = frozenset({"NOT_FOUND", "UNAUTHORIZED", "RATE_LIMITED"})
+
+
+class Checker:
+    """Judges image references for targets; one instance serves a whole process, thread-safe."""
+
+    def __init__(
+        self,
+        registry: RegistrySource,
+        *,
+        workers: int = 16,
+        cache_size: int = 4096,
+        tag_ttl: float = 30.0,
+        negative_ttl: float = 10.0,
+        on_cache: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.tag_ttl = tag_ttl
+        self.negative_ttl = negative_ttl
+        self._on_cache = on_cache
+        # Two pools so that image tasks never wait on a pool they occupy themselves.
+        self._images = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pullcheck-image")
+        self._fetches = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pullcheck-fetch")
+        self._documents: _Expiring[Document] = _Expiring(cache_size)  # by registry, repository, digest
+        self._blobs: _Expiring[bool] = _Expiring(cache_size * 8)  # layer presence
+        self._tags: _Expiring[str | Problem] = _Expiring(cache_size)  # tag/digest -> digest, per keyring
+        self._flight = _SingleFlight()
+
+    def close(self) -> None:
+        self._images.shutdown(wait=False, cancel_futures=True)
+        self._fetches.shutdown(wait=False, cancel_futures=True)
+        self.registry.close()
+
+    # -- public ------------------------------------------------------------------------------------
+
+    def check(
+        self,
+        images: Sequence[str],
+        targets: Sequence[Target],
+        policy: Policy,
+        keyring: Keyring,
+        deadline: Deadline,
+    ) -> list[ImageResult]:
+        """One result per image string, in order; registry trouble becomes findings, never exceptions."""
+        distinct = list(dict.fromkeys(images))
+        futures = {
+            image: self._images.submit(self._check_one, image, targets, policy, keyring, deadline)
+            for image in distinct
+        }
+        results: dict[str, ImageResult] = {}
+        for image, future in futures.items():
+            try:
+                results[image] = future.result(timeout=deadline.remaining() + 0.5)
+            except FutureTimeout:
+                problem = Problem(
+                    "REGISTRY_UNREACHABLE", f"no answer within the {deadline.seconds:g}s deadline"
+                )
+                results[image] = self._result(image, None, Resolution(image, error=problem), targets, policy)
+        return [results[image] for image in images]
+
+    # -- one image ---------------------------------------------------------------------------------
+
+    def _check_one(
+        self, image: str, targets: Sequence[Target], policy: Policy, keyring: Keyring, deadline: Deadline
+    ) -> ImageResult:
+        try:
+            ref = parse(image)
+        except InvalidReference as exc:
+            return self._result(
+                image, None, Resolution(image, error=Problem("INVALID_REFERENCE", str(exc))), targets, policy
+            )
+        resolution = self.resolve(ref, image, targets, keyring, deadline)
+        return self._result(image, ref, resolution, targets, policy)
+
+    def _result(
+        self,
+        image: str,
+        ref: ImageReference | None,
+        resolution: Resolution,
+        targets: Sequence[Target],
+        policy: Policy,
+    ) -> ImageResult:
+        unqualified = ref is not None and ref.unqualified
+        findings = [f for target in targets for f in judge(resolution, target, unqualified=unqualified)]
+        top = resolution.top
+        return ImageResult(
+            image=image,
+            reference=str(ref) if ref is not None else None,
+            digest=top.digest if top else None,
+            media_type=(top.content_type or None) if top else None,
+            findings=policy.apply(findings),
+        )
+
+    def resolve(
+        self, ref: ImageReference, image: str, targets: Sequence[Target], keyring: Keyring, deadline: Deadline
+    ) -> Resolution:
+        """Fetch what the targets' runtimes would fetch for `ref`."""
+        resolution = Resolution(image)
+        try:
+            digest, top = self._top_digest(ref, keyring, deadline)
+            resolution.top = top or self._manifest(ref, digest, keyring, deadline)
+        except RegistryError as exc:
+            resolution.error = Problem(exc.code, str(exc))
+            return resolution
+        structure = resolution.top.structure
+        if structure == INDEX:
+            children = self._selected_children(resolution.top, targets)
+            self._fetch_all(children, lambda d: self._child(ref, d, keyring, deadline, resolution))
+            manifests = list(resolution.manifests.values())
+        else:
+            manifests = [resolution.top]
+        self._fetch_contents(ref, manifests, keyring, deadline, resolution)
+        return resolution
+
+    # -- steps -------------------------------------------------------------------------------------
+
+    def _top_digest(
+        self, ref: ImageReference, keyring: Keyring, deadline: Deadline
+    ) -> tuple[str, Document | None]:
+        """The digest the reference stands for now, proven readable with this keyring.
+
+        Returns the manifest too when finding the digest needed a GET (no Docker-Content-Digest)."""
+        key = (ref.registry, ref.repository, ref.manifest_reference, keyring.fingerprint)
+        cached = self._tags.get(key)
+        self._count("tag", cached is not None)
+        if isinstance(cached, Problem):
+            raise _error_for(cached)
+        if cached is not None:
+            return cached, None
+
+        def lookup() -> tuple[str, Document | None]:
+            try:
+                head = self.registry.head_manifest(ref, ref.manifest_reference, keyring, deadline)
+                if head.digest is not None:
+                    return head.digest, None
+                document = self.registry.get_manifest(
+                    ref, ref.manifest_reference, keyring, deadline, ref.digest
+                )
+                self._documents.put((ref.registry, ref.repository, document.digest), document)
+                return document.digest, document
+            except RegistryError as exc:
+                if exc.code in _NEGATIVE_CODES:
+                    self._tags.put(key, Problem(exc.code, str(exc)), self.negative_ttl)
+                raise
+
+        digest, document = self._flight.run(("tag", key), lookup)
+        if ref.digest is not None and digest != ref.digest:
+            raise _error_for(Problem("DIGEST_MISMATCH", f"the registry announced {digest} for {ref}"))
+        self._tags.put(key, digest, self.tag_ttl)
+        return digest, document
+
+    def _manifest(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> Document:
+        key = (ref.registry, ref.repository, digest)
+        cached = self._documents.get(key)
+        self._count("document", cached is not None)
+        if cached is not None:
+            return cached
+
+        def fetch() -> Document:
+            document = self.registry.get_manifest(ref, digest, keyring, deadline, digest)
+            self._documents.put(key, document)
+            return document
+
+        return self._flight.run(("manifest", key), fetch)
+
+    def _config(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> Document:
+        key = (ref.registry, ref.repository, digest)
+        cached = self._documents.get(key)
+        self._count("document", cached is not None)
+        if cached is not None:
+            return cached
+
+        def fetch() -> Document:
+            document = self.registry.get_blob(ref, digest, keyring, deadline)
+            self._documents.put(key, document)
+            return document
+
+        return self._flight.run(("blob", key), fetch)
+
+    def _blob_present(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> bool:
+        key = (ref.registry, ref.repository, digest)
+        cached = self._blobs.get(key)
+        self._count("blob", cached is not None)
+        if cached is not None:
+            return cached
+
+        def ask() -> bool:
+            present = self.registry.blob_exists(ref, digest, keyring, deadline)
+            self._blobs.put(key, present, None if present else self.negative_ttl)
+            return present
+
+        return self._flight.run(("exists", key), ask)
+
+    def _selected_children(self, index: Document, targets: Sequence[Target]) -> list[str]:
+        """The child digests that the targets' runtimes would pick from this index."""
+        entries = descriptors(index.body, "manifests")
+        chosen: dict[str, None] = {}
+        for target in targets:
+            select = platforms.select_crio if target.runtime.kind == "cri-o" else platforms.select_containerd
+            entry = select(entries, target.platform)
+            if entry is not None:
+                chosen[entry["digest"]] = None
+        return list(chosen)
+
+    def _child(
+        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline, resolution: Resolution
+    ) -> None:
+        try:
+            resolution.manifests[digest] = self._manifest(ref, digest, keyring, deadline)
+        except NotFound:
+            resolution.missing.add(digest)
+        except RegistryError as exc:
+            resolution.failures[digest] = Problem(exc.code, str(exc))
+
+    def _fetch_contents(
+        self,
+        ref: ImageReference,
+        manifests: Iterable[Document],
+        keyring: Keyring,
+        deadline: Deadline,
+        resolution: Resolution,
+    ) -> None:
+        """Configs and layer presence of the image manifests, all at once."""
+        configs: list[str] = []
+        blobs: list[str] = []
+        for manifest in manifests:
+            if manifest.structure == SCHEMA1:
+                blobs += schema1_blobs(manifest.body)
+            elif manifest.structure == MANIFEST:
+                config = config_descriptor(manifest.body)
+                if config is not None:
+                    configs.append(config["digest"])
+                blobs += [
+                    layer["digest"]
+                    for layer in descriptors(manifest.body, "layers")
+                    if not is_nondistributable(str(layer.get("mediaType", "")))
+                ]
+
+        def config_task(digest: str) -> None:
+            try:
+                resolution.configs[digest] = self._config(ref, digest, keyring, deadline)
+            except NotFound:
+                resolution.missing.add(digest)
+            except RegistryError as exc:
+                resolution.failures[digest] = Problem(exc.code, str(exc))
+
+        def blob_task(digest: str) -> None:
+            try:
+                if self._blob_present(ref, digest, keyring, deadline):
+                    resolution.present.add(digest)
+                else:
+                    resolution.missing.add(digest)
+            except RegistryError as exc:
+                resolution.failures[digest] = Problem(exc.code, str(exc))
+
+        tasks: list[Callable[[], None]] = [partial(config_task, d) for d in dict.fromkeys(configs)]
+        tasks += [partial(blob_task, d) for d in dict.fromkeys(blobs)]
+        self._fetch_all(tasks, lambda task: task())
+
+    def _fetch_all(self, items: Sequence[T], work: Callable[[T], None]) -> None:
+        """Run `work` over items on the fetch pool (inline for one) and wait for all of them."""
+        if len(items) == 1:
+            work(items[0])
+            return
+        for future in [self._fetches.submit(work, item) for item in items]:
+            future.result()
+
+    def _count(self, cache: str, hit: bool) -> None:
+        if self._on_cache is not None:
+            self._on_cache(cache, hit)
+
+
+_ERRORS_BY_CODE: dict[str, type[RegistryError]] = {
+    cls.code: cls for cls in (errors.NotFound, errors.Unauthorized, errors.RateLimited, errors.DigestMismatch)
+}
+
+
+def _error_for(problem: Problem) -> RegistryError:
+    """A cached problem raised again as the error class of its code."""
+    return _ERRORS_BY_CODE.get(problem.code, RegistryError)(problem.message)
