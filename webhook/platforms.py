@@ -91,7 +91,9 @@ def crio_candidates(wanted: Platform) -> list[Platform]:
     compatibility = {"arm": ["v8", "v7", "v6", "v5"], "arm64": ["v8"]}
     order = compatibility.get(wanted.architecture)
     if wanted.variant:
-        variants = order[order.index(wanted.variant) :] if order and wanted.variant in order else [wanted.variant]
+        variants = (
+            order[order.index(wanted.variant) :] if order and wanted.variant in order else [wanted.variant]
+        )
         variants = [*variants, ""]
     else:
         variants = ["", *(order or [])]
