@@ -270,12 +270,14 @@ def test_armv7_only_runs_on_arm64_containerd_not_crio() -> None:
     assert codes(image.judge(CRIO, "linux/arm64")) == {"NO_MATCHING_PLATFORM": DENY}
 
 
-def test_platformless_entries_match_last_and_are_checked_by_config_on_containerd() -> None:
+def test_platformless_entries_match_last_and_are_checked_by_config() -> None:
     image = Image()
     child = image.manifest(top=False, config=config_body(arch="arm64"))
     image.index([(child, None)])
-    assert codes(image.judge(CONTAINERD_21, "linux/amd64")) == {"PLATFORM_MISMATCH": DENY}
+    assert codes(image.judge(CONTAINERD_21, "linux/amd64")) == {"NO_MATCHING_PLATFORM": DENY}
     assert image.judge(CONTAINERD_21, "linux/arm64") == []
+    # containers/image takes the platform-less entry unchecked: the pull works, the start fails.
+    assert codes(image.judge(CRIO, "linux/amd64")) == {"PLATFORM_MISMATCH": DENY}
 
 
 def test_single_platform_image_for_another_platform() -> None:

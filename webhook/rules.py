@@ -219,10 +219,10 @@ class _Judge:
                 severity=WARN,
             )
         elif structure == MANIFEST:
-            # containerd filters platform-less entries by their config's platform.
-            self.image_manifest(child, check_platform=platforms.entry_platform(chosen) is None)
+            platformless = platforms.entry_platform(chosen) is None
+            self.image_manifest(child, check_platform=platformless, from_index=True)
 
-    def image_manifest(self, manifest: Document, *, check_platform: bool) -> None:
+    def image_manifest(self, manifest: Document, *, check_platform: bool, from_index: bool = False) -> None:
         body = manifest.body
         is_oci = manifest_is_oci(manifest, body)
         config_desc = config_descriptor(body)
@@ -250,7 +250,7 @@ class _Judge:
             return
         self.rootfs(config, len(layers))
         if check_platform:
-            self.platform(config)
+            self.platform(config, from_index)
 
     def config(self, digest: str) -> Mapping[str, Any] | None:
         if digest in self.resolution.missing:
@@ -323,17 +323,26 @@ class _Judge:
             f"config lists {count} diff_ids for {layer_count} layers",
         )
 
-    def platform(self, config: Mapping[str, Any]) -> None:
+    def platform(self, config: Mapping[str, Any], from_index: bool) -> None:
         os_name, arch = config.get("os"), config.get("architecture")
         if not isinstance(os_name, str) or not isinstance(arch, str) or not os_name or not arch:
             return
         variant = config.get("variant")
         image = Platform(os_name, arch, variant if isinstance(variant, str) else "")
-        if not platforms.runs_on(image, self.target.platform):
+        if platforms.runs_on(image, self.target.platform):
+            return
+        if from_index and not self.is_crio:
+            # containerd's images.Manifest checks a platform-less entry's config: no match, no pull.
             self.add(
-                "PLATFORM_MISMATCH",
-                f"image is built for {image}; it pulls but cannot start on {self.target.platform}",
+                "NO_MATCHING_PLATFORM",
+                f"the index entry {self.runtime_name} takes has no platform and its config says {image}, "
+                f"not {self.target.platform}",
             )
+            return
+        self.add(
+            "PLATFORM_MISMATCH",
+            f"image is built for {image}; it pulls but cannot start on {self.target.platform}",
+        )
 
 
 def manifest_is_oci(manifest: Document, body: Any) -> bool:
