@@ -154,7 +154,8 @@ def _strict(text: str, shown_as: str) -> StrictReference:
     _check_length(text)
     match = _REFERENCE_RE.fullmatch(text)
     if match is None:
-        lowered = text.lower()
+        # Go's strings.ToLower maps U+0130 to a plain "i"; Python's full case mapping adds a dot.
+        lowered = text.replace("\u0130", "i").lower()
         if lowered != text and _REFERENCE_RE.fullmatch(lowered) is not None:
             raise _invalid(shown_as, "repository name must be lowercase")
         raise _invalid(shown_as, _diagnose(shown_as))
