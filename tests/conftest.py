@@ -8,6 +8,7 @@ import pytest
 
 from tests.harness import registry as registries
 from tests.harness.corpus import CorpusImage, build_corpus
+from tests.harness.oracles import ContainerdDaemon, SkopeoOracle, containerd2_binaries
 from tests.harness.pki import CertificateAuthority
 from tests.harness.registry import Registry
 
@@ -53,3 +54,38 @@ def token_registry(
 @pytest.fixture(scope="session")
 def corpus(registry: Registry) -> dict[str, CorpusImage]:
     return build_corpus(registry)
+
+
+@pytest.fixture(scope="session")
+def skopeo_oracle(tmp_path_factory: pytest.TempPathFactory) -> SkopeoOracle:
+    return SkopeoOracle(tmp_path_factory.mktemp("skopeo"))
+
+
+def _run_containerd(daemon: ContainerdDaemon) -> Iterator[ContainerdDaemon]:
+    try:
+        daemon.start()
+    except RuntimeError as exc:
+        pytest.skip(f"containerd cannot start here: {exc}")
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def containerd_oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerdDaemon]:
+    """Debian's containerd 1.6 and ctr."""
+    yield from _run_containerd(ContainerdDaemon(tmp_path_factory.mktemp("containerd")))
+
+
+@pytest.fixture(scope="session")
+def containerd2_oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerdDaemon]:
+    """containerd 2.1 built from Go modules (cached outside the repository; built on first use)."""
+    try:
+        binaries = containerd2_binaries()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    directory = tmp_path_factory.mktemp("containerd2")
+    yield from _run_containerd(
+        ContainerdDaemon(directory, str(binaries / "containerd"), str(binaries / "ctr"))
+    )

@@ -103,7 +103,8 @@ def _token(registry: Registry, scope: str, auth: tuple[str, str] | None) -> http
 
 def _jwt_part(token: str, index: int) -> dict[str, object]:
     part = token.split(".")[index]
-    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    decoded: dict[str, object] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return decoded
 
 
 def test_token_registry_grants_pull_to_readers_only(token_registry: Registry) -> None:
