@@ -1,0 +1,347 @@
+"""The Flask app: POST /validate (AdmissionReview), GET /healthz, /readyz and /metrics.
+
+`create_app(settings)` builds everything from a Settings object; nothing is read at import time.
+`Webhook` is the judging part, with its collaborators passed in, so tests can give it their own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from webhook import admission
+from webhook.admission import Decision, InvalidReview, NodeGroup, Request
+from webhook.credentials import Keyring
+from webhook.deadline import Deadline
+from webhook.errors import InvalidReference, PullcheckError
+from webhook.findings import ImageResult
+from webhook.logs import FIELDS
+from webhook.metrics import Metrics
+from webhook.policy import Policy
+from webhook.policyfile import PolicyFile
+from webhook.reference import parse
+from webhook.registry import RequestEvent
+from webhook.runtimes import Target
+
+log = logging.getLogger("pullcheck.admission")
+
+DEFAULT_MAX_BODY = 3 * 1024 * 1024  # the apiserver's own request limit is 3 MiB
+
+
+class ImageChecker(Protocol):
+    def check(
+        self,
+        images: Sequence[str],
+        targets: Sequence[Target],
+        policy: Policy,
+        keyring: Keyring,
+        deadline: Deadline,
+    ) -> list[ImageResult]: ...
+
+
+class CheckerFactory(Protocol):
+    """How the command line builds a checker (webhook.commands.setup.make_checker, guard chosen)."""
+
+    def __call__(
+        self,
+        policy: Policy,
+        *,
+        on_request: Callable[[RequestEvent], None] | None = None,
+        on_cache: Callable[[str, bool], None] | None = None,
+    ) -> ImageChecker: ...
+
+
+class NodeSource(Protocol):
+    """Where the cluster's Pods may run (webhook.kube.NodeView)."""
+
+    def groups(self) -> list[NodeGroup]: ...
+
+    def synced(self) -> bool: ...
+
+
+class PullSecretSource(Protocol):
+    """Credentials of a namespace's Pods (webhook.kube.PullSecrets)."""
+
+    def keyring(self, namespace: str, secret_names: Sequence[str], service_account: str) -> Keyring: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    policy_file: str | None = None
+    kubeconfig: str | None = None  # read Nodes and pull secrets through this kubeconfig
+    in_cluster: bool = False  # ... or through the Pod's service account
+    watch_nodes: bool = True  # with cluster access: targets from the Nodes, else the policy's targets
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    policy_interval: float = 2.0  # seconds between looks at the policy file
+
+
+class CheckerPerRegistries:
+    """The checker for the current policy's registry options; rebuilt when they change.
+
+    The previous checker is closed only at the next change, so admissions still using it finish."""
+
+    def __init__(self, build: Callable[[Policy], ImageChecker]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._current: tuple[Any, ImageChecker] | None = None
+        self._retired: ImageChecker | None = None
+
+    def __call__(self, policy: Policy) -> ImageChecker:
+        current = self._current
+        if current is not None and current[0] == policy.registries:
+            return current[1]
+        with self._lock:
+            if self._current is None or self._current[0] != policy.registries:
+                if self._retired is not None:
+                    _close(self._retired)
+                self._retired = self._current[1] if self._current else None
+                self._current = (policy.registries, self._build(policy))
+            return self._current[1]
+
+
+def _close(checker: object) -> None:
+    close = getattr(checker, "close", None)
+    if callable(close):
+        close()
+
+
+class NodeKeyring:
+    """The policy's node-level docker config, re-read when the path or the file changes."""
+
+    def __init__(self, read: Callable[[str], Keyring]) -> None:
+        self._read = read
+        self._lock = threading.Lock()
+        self._key: tuple[str | None, float | None] = (None, None)
+        self._keyring = Keyring.empty()
+
+    def __call__(self, policy: Policy) -> Keyring:
+        path = policy.docker_config
+        try:
+            stamp = os.stat(path).st_mtime if path else None
+        except OSError:
+            stamp = None
+        with self._lock:
+            if (path, stamp) != self._key:
+                try:
+                    self._keyring = self._read(path) if path and stamp is not None else Keyring.empty()
+                except PullcheckError as exc:
+                    log.error("node docker config ignored: %s", exc)
+                    self._keyring = Keyring.empty()
+                self._key = (path, stamp)
+            return self._keyring
+
+
+@dataclass
+class Outcome:
+    """What one admission did, for the response, the log line and the metrics."""
+
+    request: Request
+    mode: str
+    decision: Decision
+    exempt: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+
+
+class Webhook:
+    def __init__(
+        self,
+        policy: Callable[[], Policy],
+        checker: Callable[[Policy], ImageChecker],
+        metrics: Metrics,
+        *,
+        nodes: NodeSource | None = None,
+        pull_secrets: PullSecretSource | None = None,
+        node_keyring: Callable[[Policy], Keyring] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.checker = checker
+        self.metrics = metrics
+        self.nodes = nodes
+        self.pull_secrets = pull_secrets
+        self.node_keyring = node_keyring or (lambda _policy: Keyring.empty())
+
+    def ready(self) -> str | None:
+        """Why the webhook is not ready, or None when it is."""
+        self.policy()
+        if self.nodes is not None and not self.nodes.synced():
+            return "the node view has not synced yet"
+        return None
+
+    def groups(self, policy: Policy, pod_spec: Any) -> list[NodeGroup]:
+        """The node groups this Pod may land on; the policy's targets when Nodes are unknown."""
+        static = admission.static_groups(policy.targets)
+        known = self.nodes.groups() if self.nodes is not None and self.nodes.synced() else []
+        # A Pod that selects no current node (a pool still being created) is judged like one
+        # on the policy's targets, and if it selects none of those either, on all of them.
+        return admission.narrow(known, pod_spec) or admission.narrow(static, pod_spec) or static
+
+    def keyring(self, policy: Policy, req: Request) -> Keyring:
+        """The Pod's pull-secret credentials first, then the node's, as the kubelet tries them."""
+        node = self.node_keyring(policy)
+        if self.pull_secrets is None or not req.namespace:
+            return node
+        return self.pull_secrets.keyring(req.namespace, req.pull_secret_names, req.service_account).merged(
+            node
+        )
+
+    def judge(self, req: Request) -> Outcome:
+        policy = self.policy()
+        if not req.images or policy.exemptions.exempt_namespace(req.namespace):
+            return Outcome(req, policy.mode, admission.ALLOW_ALL)
+        deadline = Deadline(policy.resolution_timeout)
+        images: list[str] = []
+        exempt: list[str] = []
+        for image in req.distinct_images:
+            (exempt if _exempt(policy, image) else images).append(image)
+        if not images:
+            return Outcome(req, policy.mode, admission.ALLOW_ALL, tuple(exempt))
+        groups = self.groups(policy, req.pod_spec)
+        targets = admission.targets_of(groups)
+        results = self.checker(policy).check(images, targets, policy, self.keyring(policy, req), deadline)
+        decision = admission.decide(results, groups, policy.mode)
+        return Outcome(req, policy.mode, decision, tuple(exempt), tuple(str(t) for t in targets))
+
+    def fallback(self, req: Request, error: Exception) -> Outcome:
+        """When judging failed unexpectedly: the policy's onResolutionError outcome, said in one line."""
+        policy = self.policy()
+        outcome = policy.on_resolution_error
+        reason = (
+            f"pullcheck could not judge this request ({type(error).__name__}); onResolutionError: {outcome}"
+        )
+        if outcome == "deny" and policy.mode == "enforce":
+            decision = Decision(False, reason, (), {}, {}, ("INTERNAL_ERROR",))
+        elif outcome == "allow" or policy.mode == "audit":
+            decision = Decision(True, "", (), {"error": reason}, {}, ("INTERNAL_ERROR",))
+        else:
+            decision = Decision(True, "", (reason[: admission.WARNING_LENGTH],), {}, {}, ("INTERNAL_ERROR",))
+        return Outcome(req, policy.mode, decision)
+
+
+def _exempt(policy: Policy, image: str) -> bool:
+    try:
+        ref = parse(image)
+    except InvalidReference:
+        return policy.exemptions.exempt_image(image, None, None)
+    return policy.exemptions.exempt_image(image, str(ref), ref.registry)
+
+
+def _text(status: int, reason: str) -> Response:
+    return Response(reason + "\n", status=status, mimetype="text/plain")
+
+
+def _log_admission(outcome: Outcome, seconds: float) -> None:
+    req = outcome.request
+    fields = {
+        "uid": req.uid,
+        "namespace": req.namespace,
+        "kind": req.kind,
+        "name": req.name,
+        "operation": req.operation,
+        "dryRun": req.dry_run,
+        "mode": outcome.mode,
+        "allowed": outcome.decision.allowed,
+        "images": req.distinct_images,
+        "verdicts": dict(outcome.decision.verdicts),
+        "exempt": list(outcome.exempt),
+        "targets": list(outcome.targets),
+        "durationMs": round(seconds * 1000, 2),
+    }
+    log.info("admission", extra={FIELDS: fields})
+
+
+def build_app(webhook: Webhook, max_body_bytes: int = DEFAULT_MAX_BODY) -> Flask:
+    """The Flask app around a Webhook."""
+    app = Flask("webhook")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        return _text(error.code or 500, error.description or error.name)
+
+    @app.post("/validate")
+    def validate() -> Response:
+        started = time.perf_counter()
+        try:
+            body = json.loads(request.get_data(cache=False))
+        except RequestEntityTooLarge:
+            webhook.metrics.observe_invalid(413)
+            return _text(413, f"the AdmissionReview is larger than {max_body_bytes} bytes")
+        except (ValueError, RecursionError):
+            webhook.metrics.observe_invalid(400)
+            return _text(400, "the body is not JSON")
+        try:
+            req = admission.parse_review(body)
+        except InvalidReview as exc:
+            webhook.metrics.observe_invalid(400)
+            return _text(400, f"not an AdmissionReview pullcheck can judge: {exc}")
+        try:
+            outcome = webhook.judge(req)
+        except Exception as exc:  # noqa: BLE001 - any bug still answers the apiserver, per policy
+            log.error("judging %s %s/%s failed", req.kind, req.namespace, req.name, exc_info=exc)
+            outcome = webhook.fallback(req, exc)
+        seconds = time.perf_counter() - started
+        webhook.metrics.observe_admission(req.kind, outcome.mode, outcome.decision, seconds)
+        _log_admission(outcome, seconds)
+        return Response(
+            json.dumps(admission.response(req.api_version, req.uid, outcome.decision)),
+            mimetype="application/json",
+        )
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _text(200, "ok")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        reason = webhook.ready()
+        return _text(503, reason) if reason else _text(200, "ok")
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        data, content_type = webhook.metrics.exposition()
+        return Response(data, content_type=content_type)
+
+    return app
+
+
+def create_app(
+    settings: Settings, *, make_checker: CheckerFactory, read_docker_config: Callable[[str], Keyring]
+) -> Flask:
+    """The webhook as `pullcheck serve` runs it: policy file, registry client, and the cluster if asked.
+
+    The command line passes how it builds checkers and reads docker configs, so both faces share them."""
+    metrics = Metrics()
+    policy_file = PolicyFile(settings.policy_file, settings.policy_interval)
+
+    def build_checker(policy: Policy) -> ImageChecker:
+        return make_checker(policy, on_request=metrics.observe_request, on_cache=metrics.observe_cache)
+
+    nodes: NodeSource | None = None
+    pull_secrets: PullSecretSource | None = None
+    if settings.kubeconfig or settings.in_cluster:
+        from webhook import kube
+
+        api = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
+        pull_secrets = kube.PullSecrets(api)
+        if settings.watch_nodes:
+            view = kube.NodeView(api)
+            view.start()
+            nodes = view
+    webhook = Webhook(
+        policy_file.current,
+        CheckerPerRegistries(build_checker),
+        metrics,
+        nodes=nodes,
+        pull_secrets=pull_secrets,
+        node_keyring=NodeKeyring(read_docker_config),
+    )
+    return build_app(webhook, settings.max_body_bytes)

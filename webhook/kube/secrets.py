@@ -1,0 +1,131 @@
+"""A Pod's registry credentials: its imagePullSecrets, else its ServiceAccount's, as the kubelet uses them.
+
+The ServiceAccount admission plugin copies the account's imagePullSecrets into a Pod that names none;
+a workload's pod template has not been through it yet, so pullcheck does the same. Secrets are read
+from the request's namespace only, kept a short while, and never logged: only their names are.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from kubernetes import client
+
+from webhook.credentials import Keyring
+from webhook.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Where each pull-secret type keeps its docker config.
+DOCKER_CONFIG_KEYS = {
+    "kubernetes.io/dockerconfigjson": ".dockerconfigjson",
+    "kubernetes.io/dockercfg": ".dockercfg",
+}
+
+
+def secret_keyring(secret: Mapping[str, Any]) -> Keyring:
+    """The credentials of one Secret (as the API returns it); empty, with one log line, when unusable."""
+    metadata = secret.get("metadata") or {}
+    name = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+    key = DOCKER_CONFIG_KEYS.get(str(secret.get("type") or ""))
+    encoded = (secret.get("data") or {}).get(key) if key else None
+    if not isinstance(encoded, str):
+        log.warning("pull secret %s is not a docker config secret; ignored", name)
+        return Keyring.empty()
+    try:
+        data = json.loads(base64.b64decode(encoded, validate=True))
+        return Keyring.from_docker_config(data, source=f"pull secret {name}")
+    except (binascii.Error, ValueError):
+        log.warning("pull secret %s does not hold a JSON docker config; ignored", name)
+    except ConfigError as exc:
+        log.warning("pull secret ignored: %s", exc)
+    return Keyring.empty()
+
+
+class _Expiring:
+    """A small TTL cache, oldest entries dropped first when full."""
+
+    def __init__(self, ttl: float, size: int) -> None:
+        self.ttl, self.size = ttl, size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, ...], tuple[float, Any]] = OrderedDict()
+
+    def get_or_load(self, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] > now:
+                return entry[1]
+        value = load()
+        with self._lock:
+            self._entries[key] = (now + self.ttl, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return value
+
+
+class PullSecrets:
+    """Keyrings of pull secrets, read through the API and kept `ttl` seconds."""
+
+    def __init__(
+        self, api: client.ApiClient, *, ttl: float = 30.0, timeout: float = 2.0, size: int = 2048
+    ) -> None:
+        self._core: Any = client.CoreV1Api(api)  # raw JSON answers, not the typed models
+        self._timeout = timeout
+        self._cache = _Expiring(ttl, size)
+
+    def keyring(self, namespace: str, secret_names: Sequence[str], service_account: str) -> Keyring:
+        names = secret_names or self._account_secrets(namespace, service_account)
+        keyring = Keyring.empty()
+        for name in names:
+            keyring = keyring.merged(self._secret(namespace, name))
+        return keyring
+
+    def _read(self, what: str, read: Callable[[], Any]) -> Any:
+        """The object as JSON, or None (logged by name) when it is absent or cannot be read."""
+        try:
+            response = read()
+        except client.ApiException as exc:
+            if exc.status != 404:
+                log.warning("cannot read %s (HTTP %s %s)", what, exc.status, exc.reason)
+            return None
+        except Exception as exc:  # noqa: BLE001 - an API outage must not fail the admission
+            log.warning("cannot read %s (%s)", what, type(exc).__name__)
+            return None
+        return json.loads(response.data)
+
+    def _account_secrets(self, namespace: str, account: str) -> tuple[str, ...]:
+        def load() -> tuple[str, ...]:
+            found = self._read(
+                f"service account {namespace}/{account}",
+                lambda: self._core.read_namespaced_service_account(
+                    account, namespace, _preload_content=False, _request_timeout=self._timeout
+                ),
+            )
+            entries = (found or {}).get("imagePullSecrets") or []
+            return tuple(str(e["name"]) for e in entries if isinstance(e, Mapping) and e.get("name"))
+
+        names: tuple[str, ...] = self._cache.get_or_load(("serviceaccount", namespace, account), load)
+        return names
+
+    def _secret(self, namespace: str, name: str) -> Keyring:
+        def load() -> Keyring:
+            found = self._read(
+                f"pull secret {namespace}/{name}",
+                lambda: self._core.read_namespaced_secret(
+                    name, namespace, _preload_content=False, _request_timeout=self._timeout
+                ),
+            )
+            return secret_keyring(found) if found is not None else Keyring.empty()
+
+        keyring: Keyring = self._cache.get_or_load(("secret", namespace, name), load)
+        return keyring

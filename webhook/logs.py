@@ -1,0 +1,49 @@
+"""JSON logs: one object per line, with the record's structured fields beside the message."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from typing import Any
+
+# Structured fields travel in `extra={"fields": {...}}`.
+FIELDS = "fields"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, FIELDS, None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            entry["error"] = f"{type(error).__name__}: {error}"
+        return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+def logging_config(level: str = "INFO") -> dict[str, Any]:
+    """A `logging.config.dictConfig` that sends pullcheck's and gunicorn's logs to stderr as JSON."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"stderr": handler},
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False},
+            "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+            # The Kubernetes client logs every watch reconnect at INFO.
+            "kubernetes": {"level": "WARNING"},
+            "urllib3": {"level": "WARNING"},
+        },
+    }
