@@ -1,0 +1,738 @@
+"""The registry client: asks for manifests and blobs the way containerd does, and verifies what it reads.
+
+Requests go HEAD first with the full manifest Accept list (no `/v2/` ping); a 401 challenge starts
+the Basic or Bearer flow; each credential the keyring offers is tried in order (the kubelet's
+rule).  Bodies are streamed with a byte cap, hashed as they arrive and bounded by the one deadline.
+Every failure leaves as one of the `webhook.errors` classes, its message one line naming the
+registry and repository and never a credential.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email.utils
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TypeVar
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from webhook import digests
+from webhook import mediatypes as mt
+from webhook.credentials import Credential, Keyring
+from webhook.deadline import Deadline
+from webhook.documents import Document
+from webhook.errors import (
+    BlockedRegistry,
+    DeadlineExceeded,
+    DigestMismatch,
+    InvalidReference,
+    ManifestTooLarge,
+    NotFound,
+    RateLimited,
+    RegistryError,
+    RegistryUnreachable,
+    Unauthorized,
+)
+from webhook.netguard import literal_blocked_reason
+from webhook.policy import RegistryOptions
+from webhook.reference import ImageReference
+from webhook.registry.auth import (
+    ANONYMOUS,
+    Challenge,
+    Token,
+    TokenCache,
+    TokenKey,
+    parse_challenges,
+    parse_token_response,
+    pick_challenge,
+    realm_may_receive_credentials,
+)
+from webhook.registry.transport import RegistryTransport, deadline_scope, ssl_context
+
+log = logging.getLogger(__name__)
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_ENDPOINT = "registry-1.docker.io"  # containerd's default host for docker.io
+CRIO_MANIFEST_CAP = 4_194_304
+CONTAINERD_MANIFEST_CAP = 4_393_216
+_TOKEN_BODY_CAP = 1 << 20
+_CHUNK = 64 * 1024
+_MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_USER_AGENT = "pullcheck (containerd-compatible registry client)"
+_RATE_LIMIT_PREFIXES = ("ratelimit-", "x-ratelimit-", "docker-ratelimit-")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class ManifestHead:
+    digest: str | None  # Docker-Content-Digest, validated (None when absent or malformed)
+    content_type: str  # parameters stripped, lower-case, '' when absent
+    size: int | None
+
+
+@dataclass(frozen=True)
+class RequestEvent:
+    """One HTTP exchange, for metrics: `kind` is manifest, blob, token or ping; `status` None on failure."""
+
+    host: str
+    method: str
+    status: int | None
+    kind: str
+    ratelimit_remaining: str | None
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """Where content requests for one registry go."""
+
+    name: str  # what options and credentials are looked up under: 'docker.io', a mirror's host
+    host: str  # host[:port] contacted: 'registry-1.docker.io'
+    options: RegistryOptions
+
+    @property
+    def scheme(self) -> str:
+        # Plain HTTP only for hosts the policy lists as insecure.  containerd and CRI-O also fall
+        # back to HTTP for localhost/127.0.0.1 on their own; we do not, so every exception is written
+        # in the policy.
+        return "http" if self.options.insecure else "https"
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One logical request: what, where, and for whose message."""
+
+    endpoint: _Endpoint
+    repository: str
+    method: str
+    path: str  # after /v2/<repository>/
+    kind: str
+    accept: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.endpoint.name}/{self.repository}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _hostname(host: str) -> str:
+    """'registry:5000' -> 'registry', '[::1]:5000' -> '::1'."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _netloc(url: httpx.URL) -> str:
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return host if url.port is None else f"{host}:{url.port}"
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _rate_limit_headers(headers: httpx.Headers) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in headers.items()
+        if name == "retry-after" or name.startswith(_RATE_LIMIT_PREFIXES)
+    }
+
+
+def _content_length(headers: httpx.Headers) -> int | None:
+    value = headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _valid_digest(text: str | None) -> str | None:
+    return text if text is not None and digests.is_digest(text) else None
+
+
+def _checked_digest(digest: str, what: str) -> str:
+    """`digest` when well formed; a malformed one never reaches a URL, a cache key or a log unquoted."""
+    try:
+        digests.parse_digest(digest)
+    except ValueError as error:
+        raise DigestMismatch(f"{what}: {error}") from None
+    return digest
+
+
+def _manifest_path(reference: str, where: str) -> str:
+    if ":" in reference:
+        return "manifests/" + _checked_digest(reference, where)
+    if _TAG.fullmatch(reference) is None:
+        raise InvalidReference(f"{where}: invalid tag {digests.quoted(reference)}")
+    return "manifests/" + reference
+
+
+class RegistryClient:
+    """A registry client shared by every thread of a resolution (and across resolutions)."""
+
+    def __init__(
+        self,
+        registries: Sequence[RegistryOptions] = (),
+        *,
+        network_guard: bool = False,
+        manifest_cap: int = CONTAINERD_MANIFEST_CAP,
+        blob_cap: int = CRIO_MANIFEST_CAP,
+        transport: httpx.BaseTransport | None = None,
+        on_request: Callable[[RequestEvent], None] | None = None,
+    ) -> None:
+        self._options: dict[str, RegistryOptions] = {}
+        for options in registries:
+            self._options.setdefault(options.host.lower(), options)
+        self._guard = network_guard
+        self._manifest_cap = manifest_cap
+        self._blob_cap = blob_cap
+        self._given_transport = transport
+        self._on_request = on_request
+        self._transports: dict[tuple[str | None, bool], httpx.BaseTransport] = {}
+        self._lock = threading.Lock()
+        self._tokens = TokenCache()
+        self._challenges: dict[tuple[str, str, int | None], Challenge] = {}
+        if transport is None:
+            for options in registries:  # a bad CA file is a configuration error: say so now
+                self._transport(options)
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def head_manifest(
+        self, ref: ImageReference, reference: str, keyring: Keyring, deadline: Deadline
+    ) -> ManifestHead:
+        """What the registry says about a tag or digest, without the body."""
+        path = _manifest_path(reference, f"{ref.registry}/{ref.repository}")
+
+        def head(endpoint: _Endpoint) -> ManifestHead:
+            ask = _Ask(endpoint, ref.repository, "HEAD", path, "manifest", ", ".join(mt.MANIFEST_ACCEPT))
+            with self._exchange(ask, keyring, deadline) as response:
+                return ManifestHead(
+                    _valid_digest(response.headers.get("docker-content-digest")),
+                    mt.strip_parameters(response.headers.get("content-type")),
+                    _content_length(response.headers),
+                )
+
+        return self._from_mirror_or_registry(ref.registry, head)
+
+    def get_manifest(
+        self,
+        ref: ImageReference,
+        reference: str,
+        keyring: Keyring,
+        deadline: Deadline,
+        expected_digest: str | None = None,
+    ) -> Document:
+        """The manifest or index, its bytes verified against the digest we expect (see `_verified`)."""
+        where = f"{ref.registry}/{ref.repository}"
+        path = _manifest_path(reference, where)
+        if expected_digest is None and ":" in reference:
+            expected_digest = reference
+        if expected_digest is not None:
+            _checked_digest(expected_digest, where)
+
+        def get(endpoint: _Endpoint) -> Document:
+            ask = _Ask(endpoint, ref.repository, "GET", path, "manifest", ", ".join(mt.MANIFEST_ACCEPT))
+            with self._exchange(ask, keyring, deadline) as response:
+                content_type = mt.strip_parameters(response.headers.get("content-type"))
+                announced = _valid_digest(response.headers.get("docker-content-digest"))
+                wanted = expected_digest or announced
+                what = f"{ask.where}: manifest {digests.quoted(reference)}"
+                data, streamed = self._read(response, self._manifest_cap, wanted, what, deadline)
+            digest = self._verified(data, content_type, streamed, wanted, what)
+            return Document.from_bytes(digest, content_type, data)
+
+        return self._from_mirror_or_registry(ref.registry, get)
+
+    def get_blob(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> Document:
+        """A small blob (the image config), its bytes verified against `digest`."""
+        where = f"{ref.registry}/{ref.repository}"
+        path = "blobs/" + _checked_digest(digest, where)
+
+        def get(endpoint: _Endpoint) -> Document:
+            ask = _Ask(endpoint, ref.repository, "GET", path, "blob")
+            what = f"{ask.where}: blob {digest}"
+            with self._exchange(ask, keyring, deadline) as response:
+                content_type = mt.strip_parameters(response.headers.get("content-type"))
+                data, streamed = self._read(response, self._blob_cap, digest, what, deadline)
+            if streamed != digest:
+                raise DigestMismatch(f"{what}: the registry served bytes that hash to {streamed}")
+            return Document.from_bytes(digest, content_type, data)
+
+        return self._from_mirror_or_registry(ref.registry, get)
+
+    def blob_exists(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> bool:
+        """Whether the registry has the blob (HEAD; 404 is False, other trouble raises)."""
+        where = f"{ref.registry}/{ref.repository}"
+        path = "blobs/" + _checked_digest(digest, where)
+
+        def head(endpoint: _Endpoint) -> bool:
+            with self._exchange(_Ask(endpoint, ref.repository, "HEAD", path, "blob"), keyring, deadline):
+                return True
+
+        try:
+            return self._from_mirror_or_registry(ref.registry, head)
+        except NotFound:
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            transports = list(self._transports.values())
+            self._transports.clear()
+        for transport in transports:
+            transport.close()
+        if self._given_transport is not None:
+            self._given_transport.close()
+
+    # ---- endpoints --------------------------------------------------------------------------
+
+    def _options_for(self, host: str) -> RegistryOptions:
+        return self._options.get(host.lower()) or RegistryOptions(host=host)
+
+    def _endpoints(self, registry: str) -> list[_Endpoint]:
+        """The mirror first (when the policy names one), then the registry itself."""
+        options = self._options_for(registry)
+        contacted = DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB else registry
+        endpoints = [_Endpoint(registry, contacted, options)]
+        if options.mirror:
+            endpoints.insert(0, _Endpoint(options.mirror, options.mirror, self._options_for(options.mirror)))
+        return endpoints
+
+    def _from_mirror_or_registry(self, registry: str, attempt: Callable[[_Endpoint], _T]) -> _T:
+        *mirrors, origin = self._endpoints(registry)
+        for mirror in mirrors:
+            try:
+                return attempt(mirror)
+            except DeadlineExceeded:
+                raise
+            except RegistryError as error:
+                # Like containerd's hosts.toml and CRI-O's mirrors: any failure, 404 included, falls through.
+                log.debug("mirror %s failed, asking %s: %s", mirror.host, origin.host, error)
+        return attempt(origin)
+
+    def _connection_options(self, url: httpx.URL, endpoint: _Endpoint) -> RegistryOptions:
+        """The options for a host reached while serving `endpoint` (itself, a realm, a redirect target).
+
+        Another port of the registry's own host (a token service beside it) shares its options.
+        """
+        netloc = _netloc(url)
+        if netloc.lower() == endpoint.host.lower():
+            return endpoint.options
+        listed = self._options.get(netloc.lower())
+        if listed is not None:
+            return listed
+        if url.host.lower() == _hostname(endpoint.host).lower():
+            return endpoint.options
+        return RegistryOptions(host=netloc)
+
+    def _transport(self, options: RegistryOptions) -> httpx.BaseTransport:
+        if self._given_transport is not None:
+            return self._given_transport
+        key = (options.ca_file, self._guard and not options.allow_private_network)
+        with self._lock:
+            transport = self._transports.get(key)
+            if transport is None:
+                transport = RegistryTransport(ssl_context(options.ca_file), guard=key[1])
+                self._transports[key] = transport
+        return transport
+
+    # ---- one exchange -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exchange(self, ask: _Ask, keyring: Keyring, deadline: Deadline) -> Iterator[httpx.Response]:
+        """A 2xx answer to `ask` (auth, one 429 retry and redirects done), closed after the block."""
+        credentials = self._credentials(ask, keyring)
+        self._check_guard(ask, ask.endpoint.host, ask.endpoint.options)
+        with self._mapped_errors(ask.where, ask.endpoint.host, deadline):
+            url = httpx.URL(
+                f"{ask.endpoint.scheme}://{ask.endpoint.host}/v2/{quote(ask.repository)}/{ask.path}"
+            )
+        headers = {"Accept": ask.accept} if ask.accept else {}
+        retried = False
+        while True:
+            response = self._authorized(ask, url, headers, credentials, deadline)
+            if response.status_code == 429 and not retried:
+                wait = _retry_after(response.headers)
+                if wait is not None and wait < deadline.remaining():
+                    response.close()
+                    time.sleep(wait)
+                    retried = True
+                    continue
+            break
+        try:
+            if not 200 <= response.status_code < 300:
+                raise self._status_error(ask, response)
+            yield response
+        finally:
+            response.close()
+
+    def _credentials(self, ask: _Ask, keyring: Keyring) -> list[Credential | None]:
+        """The keyring's credentials for the host contacted, each identity once; anonymous when none."""
+        found: list[Credential | None] = []
+        seen: set[str] = set()
+        for credential in keyring.lookup(ask.endpoint.name, ask.repository):
+            if credential.identity not in seen:
+                seen.add(credential.identity)
+                found.append(credential)
+        return found or [None]
+
+    def _status_error(self, ask: _Ask, response: httpx.Response) -> RegistryError:
+        status = response.status_code
+        what = f"{ask.where}: {ask.kind} {ask.path.split('/', 1)[1]}"
+        if status == 404:
+            return NotFound(f"{what} not found")
+        if status == 429:
+            wait = _retry_after(response.headers)
+            hint = f" (retry after {wait:g}s)" if wait is not None else ""
+            return RateLimited(
+                f"{what}: rate limited by {ask.endpoint.host}{hint}",
+                wait,
+                _rate_limit_headers(response.headers),
+            )
+        if status >= 500:
+            return RegistryUnreachable(f"{what}: {ask.endpoint.host} answered {status}")
+        return RegistryUnreachable(f"{what}: unexpected answer {status} from {ask.endpoint.host}")
+
+    def _authorized(
+        self,
+        ask: _Ask,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        credentials: list[Credential | None],
+        deadline: Deadline,
+    ) -> httpx.Response:
+        """The first answer that is not a refusal, trying each credential in turn."""
+        for credential in credentials:
+            response = self._with_credential(ask, url, headers, credential, deadline)
+            if response.status_code not in (401, 403):
+                return response
+            response.close()
+        sources = sorted({c.source or "unnamed credential" for c in credentials if c is not None})
+        tried = (
+            f"every credential was refused ({', '.join(sources)})" if sources else "anonymous access refused"
+        )
+        raise Unauthorized(f"{ask.where}: {tried}")
+
+    def _with_credential(
+        self,
+        ask: _Ask,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        credential: Credential | None,
+        deadline: Deadline,
+    ) -> httpx.Response:
+        origin = _origin(url)
+        with self._lock:
+            known = self._challenges.get(origin)
+        authorization, fresh = (None, False)
+        if known is not None:
+            authorization, fresh = self._authorization(ask, known, credential, deadline, renew=False)
+        response = self._send(ask, ask.method, url, headers, authorization, deadline)
+        if response.status_code != 401 or _origin(response.request.url) != origin:
+            return response  # a challenge from a redirect target is not the registry's to make
+        challenge = pick_challenge(parse_challenges(response.headers.get_list("www-authenticate")))
+        if challenge is None:
+            return response
+        with self._lock:
+            self._challenges[origin] = challenge
+        if fresh and known is not None and _same_authority(challenge, known):
+            return response  # refused what we just obtained for this credential: it lacks access
+        renewed, _ = self._authorization(
+            ask, challenge, credential, deadline, renew=authorization is not None
+        )
+        if renewed is None:
+            return response
+        response.close()
+        return self._send(ask, ask.method, url, headers, renewed, deadline)
+
+    # ---- authorization ----------------------------------------------------------------------
+
+    def _authorization(
+        self,
+        ask: _Ask,
+        challenge: Challenge,
+        credential: Credential | None,
+        deadline: Deadline,
+        *,
+        renew: bool,
+    ) -> tuple[str | None, bool]:
+        """(Authorization header or None, whether it was just obtained) for one credential."""
+        if challenge.scheme == "basic":
+            # Basic goes only to the registry that challenged: the header is dropped on redirects
+            # to another origin, and challenges from other origins are ignored.
+            if credential is None or not (credential.username or credential.password):
+                return None, False
+            return _basic(credential), True
+        realm = httpx.URL(challenge.params["realm"]) if _usable_realm(challenge.params["realm"]) else None
+        if realm is None:
+            return None, False
+        eligible = credential is not None and realm_may_receive_credentials(
+            realm.scheme,
+            realm.host,
+            realm.port,
+            _hostname(ask.endpoint.host),
+            ask.endpoint.options.token_realm_hosts,
+        )
+        identity = credential.identity if eligible and credential is not None else ANONYMOUS
+        service = challenge.params.get("service", "")
+        scope = f"repository:{ask.repository}:pull"
+        key: TokenKey = (str(realm), service, scope, identity)
+        cached = self._tokens.get(key)
+        if cached is not None and not renew:
+            return "Bearer " + cached, False
+        if cached is not None:
+            self._tokens.discard(key, cached)
+        token = self._fetch_token(ask, realm, service, scope, credential if eligible else None, deadline)
+        if token is None:
+            return None, False
+        self._tokens.put(key, token)
+        return "Bearer " + token.value, True
+
+    def _fetch_token(
+        self,
+        ask: _Ask,
+        realm: httpx.URL,
+        service: str,
+        scope: str,
+        credential: Credential | None,
+        deadline: Deadline,
+    ) -> Token | None:
+        """A token from the realm; None when the realm refuses this credential."""
+        token_ask = replace(ask, method="GET", path="", kind="token", accept=None)
+        form = {"service": service, "scope": scope} if service else {"scope": scope}
+        authorization = None
+        content: bytes | None = None
+        if credential is not None and credential.identity_token:
+            # A docker config `identitytoken` is an OAuth2 refresh token (containerd's POST flow).
+            token_ask = replace(token_ask, method="POST")
+            form |= {"grant_type": "refresh_token", "refresh_token": credential.identity_token}
+            form["client_id"] = "pullcheck"
+            content = urlencode(form).encode()
+            url = realm
+        else:
+            url = realm.copy_merge_params(form)
+            if credential is not None:
+                authorization = _basic(credential)
+        extra = {"Content-Type": "application/x-www-form-urlencoded"} if content is not None else {}
+        response = self._send(token_ask, token_ask.method, url, extra, authorization, deadline, content)
+        try:
+            where = f"{ask.where}: token service {_netloc(response.request.url)}"
+            status = response.status_code
+            if status in (401, 403):
+                return None
+            if status == 429:
+                raise RateLimited(
+                    f"{where} rate limited the request",
+                    _retry_after(response.headers),
+                    _rate_limit_headers(response.headers),
+                )
+            if status >= 500:
+                raise RegistryUnreachable(f"{where} answered {status}")
+            if not 200 <= status < 300:
+                raise Unauthorized(f"{where} answered {status}")
+            data, _ = self._read(response, _TOKEN_BODY_CAP, None, where, deadline)
+        finally:
+            response.close()
+        token = parse_token_response(data)
+        if token is None:
+            raise Unauthorized(f"{where} answered without a token")
+        return token
+
+    # ---- HTTP -------------------------------------------------------------------------------
+
+    def _send(
+        self,
+        ask: _Ask,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        authorization: str | None,
+        deadline: Deadline,
+        content: bytes | None = None,
+    ) -> httpx.Response:
+        """One request, redirects followed by hand: never https -> http, no credentials to another origin."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = self._send_once(ask, method, url, headers, authorization, deadline, content)
+            if response.status_code not in _REDIRECTS:
+                return response
+            location = response.headers.get("location")
+            response.close()
+            if not location:
+                raise RegistryUnreachable(f"{ask.where}: redirect without a Location from {_netloc(url)}")
+            try:
+                target = url.join(location)
+            except httpx.InvalidURL:
+                raise RegistryUnreachable(
+                    f"{ask.where}: redirect to an invalid URL from {_netloc(url)}"
+                ) from None
+            if target.scheme not in ("http", "https") or not target.host:
+                raise RegistryUnreachable(f"{ask.where}: redirect to a non-HTTP URL from {_netloc(url)}")
+            if target.scheme == "http" and (
+                url.scheme == "https" or not self._connection_options(target, ask.endpoint).insecure
+            ):
+                raise RegistryUnreachable(
+                    f"{ask.where}: refused a redirect from {_netloc(url)} to plain http://{_netloc(target)}"
+                )
+            if _origin(target) != _origin(url):
+                authorization = None
+            if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
+                method, content, headers = "GET", None, {}
+            url = target
+        raise RegistryUnreachable(f"{ask.where}: more than {_MAX_REDIRECTS} redirects")
+
+    def _send_once(
+        self,
+        ask: _Ask,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        authorization: str | None,
+        deadline: Deadline,
+        content: bytes | None,
+    ) -> httpx.Response:
+        options = self._connection_options(url, ask.endpoint)
+        self._check_guard(ask, _netloc(url), options)
+        left = deadline.check(f"{ask.where}: {ask.kind} request")
+        request_headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity", **headers}
+        if authorization is not None:
+            request_headers["Authorization"] = authorization
+        request = httpx.Request(
+            method,
+            url,
+            headers=request_headers,
+            content=content,
+            extensions={"timeout": {"connect": left, "read": left, "write": left, "pool": left}},
+        )
+        status: int | None = None
+        remaining: str | None = None
+        try:
+            with self._mapped_errors(ask.where, _netloc(url), deadline), deadline_scope(deadline):
+                response = self._transport(options).handle_request(request)
+            response.request = request
+            status, remaining = response.status_code, response.headers.get("ratelimit-remaining")
+            return response
+        finally:
+            self._report(RequestEvent(_netloc(url), method, status, ask.kind, remaining))
+
+    def _report(self, event: RequestEvent) -> None:
+        if self._on_request is None:
+            return
+        try:
+            self._on_request(event)
+        except Exception as error:  # noqa: BLE001 - a metrics hook must not break a resolution
+            log.warning("request hook failed: %s", _one_line(str(error)))
+
+    def _check_guard(self, ask: _Ask, host: str, options: RegistryOptions) -> None:
+        """Refuse literal blocked addresses and metadata names before any request (the transport
+        checks resolved names when it connects)."""
+        if not self._guard or options.allow_private_network:
+            return
+        reason = literal_blocked_reason(_hostname(host))
+        if reason is not None:
+            raise BlockedRegistry(f"{ask.where}: {host} is a {reason} address: refused by the network guard")
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _mapped_errors(where: str, host: str, deadline: Deadline) -> Iterator[None]:
+        """httpx's errors as ours, one line each, naming the registry and repository."""
+        try:
+            yield
+        except httpx.TimeoutException:
+            if deadline.expired():
+                raise DeadlineExceeded(
+                    f"{where}: {host} did not answer within the {deadline.seconds:g}s deadline"
+                ) from None
+            raise RegistryUnreachable(f"{where}: {host} timed out") from None
+        except httpx.ConnectError as error:
+            raise RegistryUnreachable(f"{where}: cannot connect to {host}: {_one_line(str(error))}") from None
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
+            detail = _one_line(str(error)) or type(error).__name__
+            raise RegistryUnreachable(f"{where}: {host}: {detail}") from None
+
+    # ---- bodies -----------------------------------------------------------------------------
+
+    def _read(
+        self, response: httpx.Response, cap: int, digest: str | None, what: str, deadline: Deadline
+    ) -> tuple[bytes, str]:
+        """The body (at most `cap` bytes) and its digest in `digest`'s algorithm (sha256 without one)."""
+        announced = _content_length(response.headers)
+        if announced is not None and announced > cap:
+            raise ManifestTooLarge(f"{what} is {announced} bytes, over the {cap}-byte limit", announced)
+        algorithm = digests.parse_digest(digest)[0] if digest is not None else "sha256"
+        hasher = digests.new_hasher(algorithm)
+        chunks: list[bytes] = []
+        total = 0
+        with self._mapped_errors(what, _netloc(response.request.url), deadline), deadline_scope(deadline):
+            # A response whose body is already in memory (a test transport's) cannot be streamed again.
+            arriving = [response.content] if response.is_stream_consumed else response.iter_raw(_CHUNK)
+            for chunk in arriving:
+                total += len(chunk)
+                if total > cap:
+                    raise ManifestTooLarge(f"{what} is over the {cap}-byte limit", announced)
+                hasher.update(chunk)
+                chunks.append(chunk)
+                deadline.check(what)
+        if announced is not None and total != announced:
+            raise RegistryUnreachable(f"{what}: the body has {total} bytes, Content-Length said {announced}")
+        return b"".join(chunks), f"{algorithm}:{hasher.hexdigest()}"
+
+    def _verified(self, data: bytes, content_type: str, streamed: str, wanted: str | None, what: str) -> str:
+        """The manifest's digest, checked against `wanted` (pinned, expected or announced) when there is one.
+
+        A signed schema 1 manifest is identified by its payload without signatures, so when the raw
+        bytes miss, the digest is taken the way the runtimes take it.
+        """
+        algorithm = streamed.split(":", 1)[0]
+        if wanted is not None and streamed == wanted:
+            return wanted
+        try:
+            digest = digests.manifest_digest(data, content_type, algorithm)
+        except ValueError:
+            digest = streamed
+        if wanted is not None and digest != wanted:
+            raise DigestMismatch(f"{what}: expected {wanted}, the bytes served hash to {digest}")
+        return digest
+
+
+def _same_authority(one: Challenge, other: Challenge) -> bool:
+    """Whether two challenges ask for the same thing (an `error` parameter aside)."""
+    keys = ("realm", "service")
+    return one.scheme == other.scheme and all(one.params.get(k) == other.params.get(k) for k in keys)
+
+
+def _basic(credential: Credential) -> str:
+    pair = f"{credential.username}:{credential.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _usable_realm(realm: str) -> bool:
+    try:
+        url = httpx.URL(realm)
+    except httpx.InvalidURL:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)
