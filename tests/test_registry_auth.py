@@ -24,8 +24,7 @@ from webhook.digests import digest_of
 from webhook.errors import BlockedRegistry, RegistryUnreachable, Unauthorized
 from webhook.policy import RegistryOptions
 from webhook.reference import parse
-from webhook.registry import RegistryClient, RequestEvent
-from webhook.registry import auth
+from webhook.registry import RegistryClient, RequestEvent, auth
 from webhook.registry.auth import (
     Challenge,
     parse_challenges,

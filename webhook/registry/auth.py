@@ -136,8 +136,8 @@ def pick_challenge(challenges: Sequence[Challenge]) -> Challenge | None:
 
 
 # Suffixes under which unrelated parties get their own names (S3 buckets, ECR registries, pages): a
-# host under one of these shares its registrable domain with no other host.  A short list, not the Public Suffix List: for a suffix missing here, list the realm in
-# `token_realm_hosts` rather than relying on the registrable-domain rule.
+# host under one of these shares its registrable domain with no other host.  A short list, not the
+# Public Suffix List: for a realm it misjudges, list the realm in `token_realm_hosts`.
 _SHARED_SUFFIXES = frozenset(
     {
         "amazonaws.com",
