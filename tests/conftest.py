@@ -80,12 +80,15 @@ def containerd_oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cont
 
 @pytest.fixture(scope="session")
 def containerd2_oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerdDaemon]:
-    """containerd 2.1 built from Go modules (cached outside the repository; built on first use)."""
+    """containerd 2.1 built from Go modules (cached outside the repository; built on first use).
+
+    `ctr images pull --local` is containerd's client-side Pull and Unpack, which resolves the platform
+    and checks the rootfs at pull time. The transfer-service pull (`ctr` without --local) reports
+    success for an index without the platform; the CRI plugin only fails afterwards, reading the config."""
     try:
         binaries = containerd2_binaries()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     directory = tmp_path_factory.mktemp("containerd2")
-    yield from _run_containerd(
-        ContainerdDaemon(directory, str(binaries / "containerd"), str(binaries / "ctr"))
-    )
+    daemon = ContainerdDaemon(directory, str(binaries / "containerd"), str(binaries / "ctr"), ("--local",))
+    yield from _run_containerd(daemon)

@@ -84,6 +84,20 @@ _ENCRYPTED = Difference(
     "containerd's ctd-decoder stream processor); pullcheck cannot see the nodes' keys, so it warns",
 )
 
+_ARTIFACT_PULLS = Difference(
+    True,
+    "deny",
+    "NOT_AN_IMAGE: containerd 2.x pulls and unpacks an artifact whose config is not an image config; "
+    "the container then fails at create (`no command specified`)",
+)
+_CTR_386 = Difference(
+    False,
+    "allow",
+    "ctr fetches with exact platform matching (platforms.Ordered) but unpacks with platforms.Only, "
+    "whose amd64 vector falls back to 386, so it looks for a child it never fetched; the CRI plugin "
+    "uses one matcher for both and pulls the 386 image on an amd64 node",
+)
+
 DIFFERENCES: dict[tuple[str, str], Difference] = {
     ("cri-o", "other_platform"): _PLATFORM_MISMATCH,
     ("containerd-1.6", "other_platform"): _PLATFORM_MISMATCH,
@@ -91,6 +105,10 @@ DIFFERENCES: dict[tuple[str, str], Difference] = {
     ("cri-o", "encrypted_layer"): _ENCRYPTED,
     ("containerd-1.6", "encrypted_layer"): _ENCRYPTED,
     ("containerd-2.1", "encrypted_layer"): _ENCRYPTED,
+    ("containerd-2.1", "artifact"): _ARTIFACT_PULLS,
+    ("containerd-2.1", "artifact_type"): _ARTIFACT_PULLS,
+    ("containerd-1.6", "index_386_only"): _CTR_386,
+    ("containerd-2.1", "index_386_only"): _CTR_386,
     ("cri-o", "diffids_mismatch"): Difference(
         True,
         "deny",
@@ -99,6 +117,25 @@ DIFFERENCES: dict[tuple[str, str], Difference] = {
         "values, but a layer with index 1 exists`; 5.23 does not compare layers with diff_ids",
     ),
 }
+
+
+# Disagreements that are pullcheck's to fix: expected to fail (strictly, so a fix shows up) until then.
+PULLCHECK_BUGS: dict[tuple[str, str], str] = {
+    ("cri-o", "unknown_layer"): "pullcheck denies UNSUPPORTED_LAYER on CRI-O, but containers/image does not "
+    "check OCI layer media types (it sniffs the compression) and the pull works",
+    ("containerd-1.6", "docker_zstd"): "containerd 1.6 has no processor for "
+    "application/vnd.docker.image.rootfs.diff.tar.zstd (`no processor for media-type`), pullcheck allows it",
+}
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for oracle_key in ORACLES:
+        for name in CORPUS_NAMES:
+            bug = PULLCHECK_BUGS.get((oracle_key, name))
+            marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
+            cases.append(pytest.param(oracle_key, name, marks=marks, id=f"{oracle_key}-{name}"))
+    return cases
 
 
 def _check(runtime: str, registry: Registry, refs: list[str]) -> dict[str, Any]:
@@ -135,8 +172,7 @@ def _summary(result: dict[str, Any]) -> str:
     return f"verdict {result['verdict']} ({findings})"
 
 
-@pytest.mark.parametrize("name", CORPUS_NAMES)
-@pytest.mark.parametrize("oracle_key", list(ORACLES))
+@pytest.mark.parametrize(("oracle_key", "name"), _cases())
 def test_verdict_agrees_with_the_real_pull(
     request: pytest.FixtureRequest,
     corpus: dict[str, CorpusImage],
@@ -161,7 +197,8 @@ def test_verdict_agrees_with_the_real_pull(
 
 def test_corpus_names_cover_the_corpus(corpus: dict[str, CorpusImage]) -> None:
     assert sorted(corpus) == sorted(CORPUS_NAMES)
-    assert {name for _, name in DIFFERENCES} <= set(CORPUS_NAMES)
+    assert {name for _, name in DIFFERENCES} | {name for _, name in PULLCHECK_BUGS} <= set(CORPUS_NAMES)
+    assert not set(DIFFERENCES) & set(PULLCHECK_BUGS)
 
 
 @pytest.mark.parametrize("oracle_key", list(ORACLES))

@@ -145,11 +145,27 @@ class SkopeoOracle(Oracle):
         return PullResult(False, _last_words(result.stderr))
 
 
+# containerd 2.x pulls through the transfer service (so does its CRI plugin); it unpacks only for the
+# (platform, snapshotter) pairs configured here, and the default pair uses overlayfs.
+_TRANSFER_UNPACK = [
+    '[[plugins."io.containerd.transfer.v1.local".unpack_config]]',
+    '  platform = "linux/amd64"',
+    '  snapshotter = "native"',
+]
+
+
 class ContainerdDaemon(Oracle):
     """A containerd of our own (temp root, state and socket; CRI plugin off) and `ctr images pull`."""
 
-    def __init__(self, directory: Path, containerd: str = "containerd", ctr: str = "ctr") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        containerd: str = "containerd",
+        ctr: str = "ctr",
+        pull_flags: tuple[str, ...] = (),
+    ) -> None:
         super().__init__()
+        self.pull_flags = pull_flags
         self.directory = directory
         self.containerd, self.ctr = containerd, ctr
         self.runtime = f"containerd://{self.version()}"
@@ -159,11 +175,14 @@ class ContainerdDaemon(Oracle):
         self._process: subprocess.Popen[bytes] | None = None
 
     def version(self) -> str:
-        """`1.6.20` from `containerd github.com/containerd/containerd 1.6.20~ds1 …` or `… v2.1.9 …`."""
+        """`1.6.20` from `containerd github.com/containerd/containerd 1.6.20~ds1 …` or `… 2.1.9+unknown`."""
         words = subprocess.run(
             [self.containerd, "--version"], capture_output=True, text=True, check=True
         ).stdout
-        return words.split()[2].lstrip("v").split("~")[0].split("-")[0]
+        found = re.search(r"\d+\.\d+\.\d+", words.split()[2])
+        if found is None:
+            raise RuntimeError(f"cannot read the version of {self.containerd}: {words}")
+        return found.group(0)
 
     def _config(self) -> str:
         d = self.directory
@@ -188,6 +207,7 @@ class ContainerdDaemon(Oracle):
                 '  level = "info"',
                 '[plugins."io.containerd.internal.v1.opt"]',
                 f'  path = "{d / "opt"}"',
+                *(_TRANSFER_UNPACK if major >= 2 else []),
                 "",
             ]
         )
@@ -217,7 +237,15 @@ class ContainerdDaemon(Oracle):
         raise RuntimeError(f"{self.containerd} did not start: {_last_words(self.log_file.read_text())}")
 
     def _pull(self, ref: str, platform: Platform) -> PullResult:
-        command = [self.ctr, "--address", str(self.socket), "images", "pull", "--plain-http"]
+        command = [
+            self.ctr,
+            "--address",
+            str(self.socket),
+            "images",
+            "pull",
+            "--plain-http",
+            *self.pull_flags,
+        ]
         command += ["--platform", str(platform), "--snapshotter", "native", ref]
         result = subprocess.run(command, capture_output=True, text=True, timeout=PULL_TIMEOUT_SECONDS)
         if result.returncode == 0:
