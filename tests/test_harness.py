@@ -186,3 +186,16 @@ def test_corpus_missing_parts_are_gone(
     accept = ACCEPT if kind == "manifests" else {}
     response = httpx.head(f"{registry.url}/v2/{repository}/{kind}/{gone['digest']}", headers=accept)
     assert response.status_code == 404
+
+
+def test_schema1_push_through_tls_and_token_auth(token_registry: Registry) -> None:
+    digest = token_registry.push_schema1("harness/schema1", "v1", "harness schema1 over token auth")
+    token = _token(token_registry, "repository:harness/schema1:pull", None).json()["token"]
+    response = httpx.get(
+        f"{token_registry.url}/v2/harness/schema1/manifests/v1",
+        headers={**ACCEPT, "Authorization": f"Bearer {token}"},
+        verify=token_registry.verify,
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == mt.DOCKER_SCHEMA1_SIGNED
+    assert response.headers["docker-content-digest"] == digest
