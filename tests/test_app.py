@@ -429,3 +429,43 @@ def test_real_registry_credentials_from_the_node_docker_config(
     admitted = answer(real_app(str(with_config)).test_client(), review(image))
     assert admitted == {"uid": UID, "allowed": True}
     assert str(htpasswd_registry.password) not in json.dumps(denied)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# The examples name public images; the local corpus holds images of the same kinds.
+LOCAL_STAND_INS = {"registry.k8s.io/pause:2.0": "schema1_signed", "registry.k8s.io/pause:3.10": "oci_index"}
+
+
+@pytest.mark.registry
+@pytest.mark.parametrize(
+    ("policy_name", "expected"),
+    [
+        ("policy-enforce.yaml", {"pod-schema1": "denied", "deployment-schema1": "denied", "pod-ok": "clean"}),
+        (None, {"pod-schema1": "warned", "deployment-schema1": "warned", "pod-ok": "clean"}),
+        ("policy-audit.yaml", {"pod-schema1": "audited", "deployment-schema1": "audited", "pod-ok": "clean"}),
+    ],
+)
+def test_examples_are_denied_warned_or_audited_as_the_mode_says(
+    tmp_path: Path,
+    registry: Registry,
+    corpus: dict[str, CorpusImage],
+    policy_name: str | None,
+    expected: dict[str, str],
+) -> None:
+    values = yaml.safe_load((EXAMPLES / policy_name).read_text()) if policy_name else {}
+    client = real_app(write_policy(tmp_path / "policy.yaml", registry, **values)).test_client()
+    seen = {}
+    for name in expected:
+        text = (EXAMPLES / f"{name}.json").read_text()
+        for public, stand_in in LOCAL_STAND_INS.items():
+            text = text.replace(f'"{public}"', json.dumps(corpus[stand_in].ref))
+        response = answer(client, json.loads(text))
+        if not response["allowed"]:
+            seen[name] = "denied" if response["status"]["code"] == 403 else "?"
+        elif "warnings" in response:
+            seen[name] = "warned"
+        elif "auditAnnotations" in response:
+            seen[name] = "audited"
+        else:
+            seen[name] = "clean"
+    assert seen == expected
