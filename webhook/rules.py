@@ -28,6 +28,7 @@ from webhook.runtimes import Runtime, Target
 CONTAINERD_MANIFEST_CAP = 4_393_216  # core/remotes/docker/resolver.go: a typo'd 4 MiB, top-level only
 CRIO_MANIFEST_CAP = 4_194_304  # containers/image internal/iolimits: every manifest and the config
 
+_DISPLAY_NAMES = {"containerd": "containerd", "cri-o": "CRI-O", "docker": "Docker"}
 _STRUCTURE_NAMES = {INDEX: "an index", MANIFEST: "an image manifest", SCHEMA1: "a schema 1 manifest"}
 
 
@@ -85,7 +86,7 @@ class _Judge:
     @property
     def runtime_name(self) -> str:
         major, minor, _ = self.runtime.version
-        return f"{self.runtime.kind} {major}.{minor}"
+        return f"{_DISPLAY_NAMES[self.runtime.kind]} {major}.{minor}"
 
     def run(self, unqualified: bool) -> list[Finding]:
         if unqualified:
@@ -167,7 +168,7 @@ class _Judge:
             self.add("SCHEMA1", f"Docker schema 1 manifest: {why}", severity=severity)
         for blob in schema1_blobs(document.body):
             if blob in self.resolution.missing:
-                self.add("MISSING_BLOB", f"layer {blob} is missing from the registry")
+                self.add("MISSING_BLOB", f"layer {short(blob)} is missing from the registry")
                 break
 
     def index(self, index: Document) -> None:
@@ -182,13 +183,14 @@ class _Judge:
             offered = sorted({str(p) for e in entries if (p := platforms.entry_platform(e)) is not None})
             self.add(
                 "NO_MATCHING_PLATFORM",
-                f"no entry for {wanted} that {self.runtime_name} selects; the index has "
-                f"{', '.join(offered) or 'no platforms'}",
+                f"the index has no entry for {wanted}"
+                + (" (CRI-O takes no 386 or 32-bit arm fallback)" if self.is_crio else "")
+                + f"; it has {', '.join(offered) or 'no platforms'}",
             )
             return
         digest = chosen["digest"]
         if digest in self.resolution.missing:
-            self.add("MISSING_BLOB", f"the {wanted} manifest {digest} is missing from the registry")
+            self.add("MISSING_BLOB", f"the {wanted} manifest {short(digest)} is missing from the registry")
             return
         problem = self.resolution.failures.get(digest)
         if problem is not None:
@@ -254,7 +256,7 @@ class _Judge:
 
     def config(self, digest: str) -> Mapping[str, Any] | None:
         if digest in self.resolution.missing:
-            self.add("MISSING_BLOB", f"the image config {digest} is missing from the registry")
+            self.add("MISSING_BLOB", f"the image config {short(digest)} is missing from the registry")
             return None
         problem = self.resolution.failures.get(digest)
         if problem is not None:
@@ -278,22 +280,23 @@ class _Judge:
         for layer in layers:
             media_type = layer.get("mediaType")
             digest = layer["digest"]
+            name = short(digest)
             if not isinstance(media_type, str):
-                self.add("UNSUPPORTED_LAYER", f"layer {digest} has no mediaType")
+                self.add("UNSUPPORTED_LAYER", f"layer {name} has no mediaType")
                 continue
             if media_type.endswith(mt.ENCRYPTED_SUFFIX):
-                self.add("ENCRYPTED_LAYER", f"layer {digest} is encrypted ({media_type})")
+                self.add("ENCRYPTED_LAYER", f"layer {name} is encrypted ({media_type})")
             elif mt.is_nondistributable(media_type):
-                self.add("NONDISTRIBUTABLE_LAYER", f"layer {digest} is non-distributable ({media_type})")
+                self.add("NONDISTRIBUTABLE_LAYER", f"layer {name} is non-distributable ({media_type})")
             problem = self.layer_problem(mt.without_encryption(media_type), is_oci)
             if problem is not None:
                 code, message = problem
-                self.add(code, f"layer {digest}: {message}")
+                self.add(code, f"layer {name}: {message}")
             elif digest in self.resolution.missing and not mt.is_nondistributable(media_type):
-                self.add("MISSING_BLOB", f"layer {digest} is missing from the registry")
+                self.add("MISSING_BLOB", f"layer {name} is missing from the registry")
             elif digest in self.resolution.failures:
                 failure = self.resolution.failures[digest]
-                self.add(failure.code, f"layer {digest}: {failure.message}")
+                self.add(failure.code, f"layer {name}: {failure.message}")
 
     def layer_problem(self, media_type: str, is_oci: bool) -> tuple[str, str] | None:
         docker_type = media_type in mt.DOCKER_LAYER_TYPES
@@ -303,11 +306,11 @@ class _Judge:
                 if self.is_crio:
                     return "MIXED_MEDIA_TYPES", f"{what} {media_type}: CRI-O refuses it"
                 return "MIXED_MEDIA_TYPES", what
-            return "UNSUPPORTED_LAYER", f"{self.runtime_name} cannot apply layer type {media_type}"
+            return "UNSUPPORTED_LAYER", f"no runtime can apply layer type {media_type}"
         if self.is_crio and not is_oci and media_type not in mt.CRIO_DOCKER_LAYER_TYPES:
             return "UNSUPPORTED_LAYER", f"CRI-O refuses {media_type} in a Docker v2s2 manifest"
         if not docker_type and not mt.is_oci_layer(media_type):
-            return "UNSUPPORTED_LAYER", f"{self.runtime_name} cannot apply layer type {media_type}"
+            return "UNSUPPORTED_LAYER", f"no runtime can apply layer type {media_type}"
         return None
 
     def rootfs(self, config: Mapping[str, Any], layer_count: int) -> None:
@@ -343,6 +346,12 @@ class _Judge:
             "PLATFORM_MISMATCH",
             f"image is built for {image}; it pulls but cannot start on {self.target.platform}",
         )
+
+
+def short(digest: str) -> str:
+    """`sha256:` and the first 12 hex digits: enough for a person to tell layers apart."""
+    algorithm, _, hex_digits = digest.partition(":")
+    return f"{algorithm}:{hex_digits[:12]}" if hex_digits else digest
 
 
 def manifest_is_oci(manifest: Document, body: Any) -> bool:
