@@ -40,7 +40,11 @@ EXPECTED: dict[str, dict[str, tuple[str, set[str]]]] = {
     "artifact": {r: ("deny", {"NOT_AN_IMAGE"}) for r in (C16, C21, CRIO)},
     "artifact_type": {r: ("deny", {"NOT_AN_IMAGE"}) for r in (C16, C21, CRIO)},
     "zstd": {C16: ("allow", set()), C21: ("allow", set()), CRIO: ("allow", set())},
-    "docker_zstd": {C16: ("allow", set()), C21: ("allow", set()), CRIO: ("deny", {"UNSUPPORTED_LAYER"})},
+    "docker_zstd": {
+        C16: ("deny", {"UNSUPPORTED_LAYER"}),
+        C21: ("allow", set()),
+        CRIO: ("deny", {"UNSUPPORTED_LAYER"}),
+    },
     "docker_oci_layers": {
         C16: ("allow", set()),
         C21: ("allow", set()),
@@ -61,7 +65,11 @@ EXPECTED: dict[str, dict[str, tuple[str, set[str]]]] = {
     "missing_layer": {r: ("deny", {"MISSING_BLOB"}) for r in (C16, C21, CRIO)},
     "missing_child": {r: ("deny", {"MISSING_BLOB"}) for r in (C16, C21, CRIO)},
     "encrypted_layer": {r: ("warn", {"ENCRYPTED_LAYER"}) for r in (C16, C21, CRIO)},
-    "unknown_layer": {r: ("deny", {"UNSUPPORTED_LAYER"}) for r in (C16, C21, CRIO)},
+    "unknown_layer": {
+        C16: ("deny", {"UNSUPPORTED_LAYER"}),
+        C21: ("deny", {"UNSUPPORTED_LAYER"}),
+        CRIO: ("allow", set()),
+    },
     "foreign_layer": {r: ("warn", {"NONDISTRIBUTABLE_LAYER"}) for r in (C16, C21, CRIO)},
     "index_without_platforms": {C16: ("allow", set()), C21: ("allow", set()), CRIO: ("allow", set())},
 }

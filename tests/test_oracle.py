@@ -120,12 +120,7 @@ DIFFERENCES: dict[tuple[str, str], Difference] = {
 
 
 # Disagreements that are pullcheck's to fix: expected to fail (strictly, so a fix shows up) until then.
-PULLCHECK_BUGS: dict[tuple[str, str], str] = {
-    ("cri-o", "unknown_layer"): "pullcheck denies UNSUPPORTED_LAYER on CRI-O, but containers/image does not "
-    "check OCI layer media types (it sniffs the compression) and the pull works",
-    ("containerd-1.6", "docker_zstd"): "containerd 1.6 has no processor for "
-    "application/vnd.docker.image.rootfs.diff.tar.zstd (`no processor for media-type`), pullcheck allows it",
-}
+PULLCHECK_BUGS: dict[tuple[str, str], str] = {}
 
 
 def _cases() -> list[Any]:

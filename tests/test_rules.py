@@ -352,6 +352,8 @@ def test_docker_manifest_with_zstd_layers() -> None:
     image = Image()
     image.manifest(oci=False, layers=[layer(mt.DOCKER_LAYER_ZSTD)])
     assert codes(image.judge(CRIO)) == {"UNSUPPORTED_LAYER": DENY}
+    assert codes(image.judge(CONTAINERD_16)) == {"UNSUPPORTED_LAYER": DENY}
+    assert image.judge(CONTAINERD_17) == []
     assert image.judge(CONTAINERD_21) == []
 
 
@@ -365,8 +367,12 @@ def test_oci_zstd_layers_work_everywhere() -> None:
 def test_unknown_layer_type() -> None:
     image = Image()
     image.manifest(layers=[layer("application/vnd.example.layer.v1")])
-    for runtime in (CONTAINERD_21, CRIO):
-        assert codes(image.judge(runtime)) == {"UNSUPPORTED_LAYER": DENY}
+    assert codes(image.judge(CONTAINERD_21)) == {"UNSUPPORTED_LAYER": DENY}
+    # containers/image sniffs an OCI manifest's layer compression instead of reading its type.
+    assert image.judge(CRIO) == []
+    image = Image()
+    image.manifest(oci=False, layers=[layer("application/vnd.example.layer.v1")])
+    assert codes(image.judge(CRIO)) == {"UNSUPPORTED_LAYER": DENY}
 
 
 def test_encrypted_layer_warns() -> None:

@@ -300,6 +300,16 @@ class _Judge:
 
     def layer_problem(self, media_type: str, is_oci: bool) -> tuple[str, str] | None:
         docker_type = media_type in mt.DOCKER_LAYER_TYPES
+        if (
+            media_type == mt.DOCKER_LAYER_ZSTD
+            and self.runtime.kind != "cri-o"
+            and not self.runtime.at_least(1, 7)
+        ):
+            # Seen with containerd 1.6.20: `no processor for media-type` for the Docker zstd type.
+            return "UNSUPPORTED_LAYER", f"{self.runtime_name} has no processor for {media_type}"
+        if self.is_crio and is_oci:
+            # containers/image does not check OCI layer types: it sniffs the compression of the bytes.
+            return None
         if not is_oci and not docker_type:
             if mt.is_oci_layer(media_type):
                 what = "Docker v2s2 manifest with an OCI layer type"
