@@ -42,7 +42,9 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
         "loggers": {
             "gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False},
             "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
-            # The Kubernetes client logs every watch reconnect at INFO.
+            # HTTP clients log every request at INFO: registry traffic is in the metrics instead.
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
             "kubernetes": {"level": "WARNING"},
             "urllib3": {"level": "WARNING"},
         },
