@@ -274,6 +274,13 @@ def test_os_and_arch_come_from_the_target_when_labels_are_missing() -> None:
     assert admission.narrow(groups, spec) == [NodeGroup(CONTAINERD_ARM, None)]
 
 
+def test_policy_targets_narrow_by_os_and_arch_only() -> None:
+    groups = admission.static_groups([CONTAINERD_AMD, CONTAINERD_ARM])
+    spec = {**pod_spec("x"), "nodeSelector": {"kubernetes.io/arch": "arm64", "pool": "new"}}
+    assert admission.narrow(groups, spec) == [NodeGroup(CONTAINERD_ARM, None)]
+    assert admission.narrow(groups, affinity([{"key": "pool", "operator": "Exists"}])) == groups
+
+
 def test_gt_and_lt_compare_numbers() -> None:
     groups = [NodeGroup(CONTAINERD_AMD, 1, {"cores": "8"}), NodeGroup(CRIO_AMD, 1, {"cores": "2"})]
     spec = affinity([{"key": "cores", "operator": "Gt", "values": ["4"]}])

@@ -191,6 +191,10 @@ class NodeGroup:
     nodes: int | None  # None for the policy's static targets, where no Node is known
     labels: Mapping[str, str] = field(default_factory=dict)
 
+    def knows(self, key: str) -> bool:
+        """Whether a selector on this label can narrow the group (policy targets know os and arch only)."""
+        return key not in PER_NODE_LABELS and (self.nodes is not None or key in (OS_LABEL, ARCH_LABEL))
+
     def label(self, key: str) -> str | None:
         """A label's value; os and arch fall back to what the node reports in nodeInfo."""
         if key in self.labels:
@@ -216,7 +220,7 @@ def _number(text: str | None) -> int | None:
 def _expression_holds(group: NodeGroup, expression: Mapping[str, Any]) -> bool:
     """One nodeSelectorRequirement, as the scheduler reads it; unknown operators hold (cannot narrow)."""
     key, operator = expression.get("key"), expression.get("operator")
-    if not isinstance(key, str) or key in PER_NODE_LABELS:
+    if not isinstance(key, str) or not group.knows(key):
         return True
     raw_values = expression.get("values")
     values = [v for v in raw_values if isinstance(v, str)] if isinstance(raw_values, list) else []
@@ -252,7 +256,7 @@ def schedulable(group: NodeGroup, pod_spec: Mapping[str, Any]) -> bool:
     selector = pod_spec.get("nodeSelector")
     if isinstance(selector, Mapping):
         for key, wanted in selector.items():
-            if key not in PER_NODE_LABELS and group.label(str(key)) != wanted:
+            if group.knows(str(key)) and group.label(str(key)) != wanted:
                 return False
     affinity = pod_spec.get("affinity")
     node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
