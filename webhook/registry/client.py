@@ -64,7 +64,6 @@ DOCKER_HUB_ENDPOINT = "registry-1.docker.io"  # containerd's default host for do
 CRIO_MANIFEST_CAP = 4_194_304
 CONTAINERD_MANIFEST_CAP = 4_393_216
 _TOKEN_BODY_CAP = 1 << 20
-_CHUNK = 64 * 1024
 _MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
@@ -688,8 +687,9 @@ class RegistryClient:
         chunks: list[bytes] = []
         total = 0
         with self._mapped_errors(what, _netloc(response.request.url), deadline), deadline_scope(deadline):
-            # A response whose body is already in memory (a test transport's) cannot be streamed again.
-            arriving = [response.content] if response.is_stream_consumed else response.iter_raw(_CHUNK)
+            # Chunks as they arrive (re-chunking would buffer a slow drip past the deadline checks); a
+            # body already in memory (a test transport's) cannot be streamed again.
+            arriving = [response.content] if response.is_stream_consumed else response.iter_raw()
             for chunk in arriving:
                 total += len(chunk)
                 if total > cap:
