@@ -296,6 +296,17 @@ def test_credentials_are_tried_in_order() -> None:
     assert fake.token_users() == ["bob", "alice"]
 
 
+def test_a_credential_the_token_service_refuses_costs_one_token_request() -> None:
+    fake = FakeTokenRegistry()
+    stale = Keyring.from_docker_config(
+        {"auths": {"registry.example.com": {"username": "alice", "password": "rotated-away"}}},
+        "secret ns/stale",
+    )
+    _get(_client(fake), stale.merged(_keyring("alice")))
+    assert fake.token_users() == ["!refused", "alice"]
+    assert len(fake.registry_requests) == 2
+
+
 def test_every_credential_refused_names_sources_never_secrets(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     fake = FakeTokenRegistry(readers=frozenset())

@@ -72,6 +72,10 @@ _RATE_LIMIT_PREFIXES = ("ratelimit-", "x-ratelimit-", "docker-ratelimit-")
 _T = TypeVar("_T")
 
 
+class _CredentialRefused(Exception):
+    """The token service refused one credential: the next one is tried (never leaves the client)."""
+
+
 @dataclass(frozen=True)
 class ManifestHead:
     digest: str | None  # Docker-Content-Digest, validated (None when absent or malformed)
@@ -427,7 +431,10 @@ class RegistryClient:
     ) -> httpx.Response:
         """The first answer that is not a refusal, trying each credential in turn."""
         for credential in credentials:
-            response = self._with_credential(ask, url, headers, credential, deadline)
+            try:
+                response = self._with_credential(ask, url, headers, credential, deadline)
+            except _CredentialRefused:
+                continue
             if response.status_code not in (401, 403):
                 return response
             response.close()
@@ -450,7 +457,7 @@ class RegistryClient:
             known = self._challenges.get(origin)
         authorization, fresh = (None, False)
         if known is not None:
-            authorization, fresh = self._authorization(ask, known, credential, deadline, renew=False)
+            authorization, fresh = self._authorization(ask, known, credential, deadline)
         response = self._send(ask, ask.method, url, headers, authorization, deadline)
         if response.status_code != 401 or _origin(response.request.url) != origin:
             return response  # a challenge from a redirect target is not the registry's to make
@@ -461,9 +468,7 @@ class RegistryClient:
             self._challenges[origin] = challenge
         if fresh and known is not None and _same_authority(challenge, known):
             return response  # refused what we just obtained for this credential: it lacks access
-        renewed, _ = self._authorization(
-            ask, challenge, credential, deadline, renew=authorization is not None
-        )
+        renewed, _ = self._authorization(ask, challenge, credential, deadline, refused=authorization)
         if renewed is None:
             return response
         response.close()
@@ -477,17 +482,19 @@ class RegistryClient:
         challenge: Challenge,
         credential: Credential | None,
         deadline: Deadline,
-        *,
-        renew: bool,
+        refused: str | None = None,
     ) -> tuple[str | None, bool]:
-        """(Authorization header or None, whether it was just obtained) for one credential."""
+        """(Authorization header or None, whether it was just obtained) for one credential.
+
+        `refused` is a header the registry just turned down: a cached token equal to it is renewed.
+        """
         if challenge.scheme == "basic":
             # Basic goes only to the registry that challenged: the header is dropped on redirects
             # to another origin, and challenges from other origins are ignored.
             if credential is None or not (credential.username or credential.password):
                 return None, False
             return _basic(credential), True
-        realm = httpx.URL(challenge.params["realm"]) if _usable_realm(challenge.params["realm"]) else None
+        realm = _realm_url(challenge.params.get("realm", ""))
         if realm is None:
             return None, False
         eligible = credential is not None and realm_may_receive_credentials(
@@ -502,13 +509,11 @@ class RegistryClient:
         scope = f"repository:{ask.repository}:pull"
         key: TokenKey = (str(realm), service, scope, identity)
         cached = self._tokens.get(key)
-        if cached is not None and not renew:
+        if cached is not None and "Bearer " + cached != refused:
             return "Bearer " + cached, False
         if cached is not None:
             self._tokens.discard(key, cached)
         token = self._fetch_token(ask, realm, service, scope, credential if eligible else None, deadline)
-        if token is None:
-            return None, False
         self._tokens.put(key, token)
         return "Bearer " + token.value, True
 
@@ -520,8 +525,8 @@ class RegistryClient:
         scope: str,
         credential: Credential | None,
         deadline: Deadline,
-    ) -> Token | None:
-        """A token from the realm; None when the realm refuses this credential."""
+    ) -> Token:
+        """A token from the realm; _CredentialRefused when the realm refuses this credential."""
         token_ask = replace(ask, method="GET", path="", kind="token", accept=None)
         form = {"service": service, "scope": scope} if service else {"scope": scope}
         authorization = None
@@ -543,7 +548,7 @@ class RegistryClient:
             where = f"{ask.where}: token service {_netloc(response.request.url)}"
             status = response.status_code
             if status in (401, 403):
-                return None
+                raise _CredentialRefused
             if status == 429:
                 raise RateLimited(
                     f"{where} rate limited the request",
@@ -730,9 +735,10 @@ def _basic(credential: Credential) -> str:
     return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-def _usable_realm(realm: str) -> bool:
+def _realm_url(realm: str) -> httpx.URL | None:
+    """The token realm as a URL, None when it is not an absolute http(s) URL."""
     try:
         url = httpx.URL(realm)
     except httpx.InvalidURL:
-        return False
-    return url.scheme in ("http", "https") and bool(url.host)
+        return None
+    return url if url.scheme in ("http", "https") and url.host else None
