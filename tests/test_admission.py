@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from webhook import admission
-from webhook.admission import InvalidReview, NodeGroup
+from webhook.admission import NodeGroup
+from webhook.errors import InvalidReview
 from webhook.findings import DENY, INFO, WARN, Finding, ImageResult
 from webhook.runtimes import parse_target
 

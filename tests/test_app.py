@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -19,7 +18,6 @@ from tests.harness.corpus import CorpusImage
 from tests.harness.registry import Registry
 from webhook.admission import NodeGroup
 from webhook.app import Settings, Webhook, build_app, create_app
-from webhook.commands.setup import make_checker, read_keyring
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.findings import DENY, WARN, Finding, ImageResult
@@ -363,11 +361,7 @@ def write_policy(path: Path, registry: Registry, **values: Any) -> str:
 
 
 def real_app(policy_file: str, **settings: Any) -> Flask:
-    return create_app(
-        Settings(policy_file=policy_file, **settings),
-        make_checker=functools.partial(make_checker, network_guard=True),
-        read_docker_config=read_keyring,
-    )
+    return create_app(Settings(policy_file=policy_file, **settings))
 
 
 @pytest.mark.registry

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.errors import PullcheckError
+from webhook.errors import InvalidReview
 from webhook.findings import DENY, INFO, REMEDY, WARN, Finding, ImageResult, worst
 from webhook.runtimes import Target
 
@@ -42,10 +42,6 @@ POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
 JUDGED_OPERATIONS = ("CREATE", "UPDATE")
-
-
-class InvalidReview(PullcheckError):
-    """The body is not an AdmissionReview pullcheck can answer; the message says why, in one line."""
 
 
 @dataclass(frozen=True)

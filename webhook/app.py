@@ -18,18 +18,17 @@ from typing import Any, Protocol
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from webhook import admission
-from webhook.admission import Decision, InvalidReview, NodeGroup, Request
+from webhook import admission, wiring
+from webhook.admission import Decision, NodeGroup, Request
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
-from webhook.errors import InvalidReference, PullcheckError
+from webhook.errors import InvalidReference, InvalidReview, PullcheckError
 from webhook.findings import ImageResult
 from webhook.logs import FIELDS
 from webhook.metrics import Metrics
 from webhook.policy import Policy
 from webhook.policyfile import PolicyFile
 from webhook.reference import parse
-from webhook.registry import RequestEvent
 from webhook.runtimes import Target
 
 log = logging.getLogger("pullcheck.admission")
@@ -46,18 +45,6 @@ class ImageChecker(Protocol):
         keyring: Keyring,
         deadline: Deadline,
     ) -> list[ImageResult]: ...
-
-
-class CheckerFactory(Protocol):
-    """How the command line builds a checker (webhook.commands.setup.make_checker, guard chosen)."""
-
-    def __call__(
-        self,
-        policy: Policy,
-        *,
-        on_request: Callable[[RequestEvent], None] | None = None,
-        on_cache: Callable[[str, bool], None] | None = None,
-    ) -> ImageChecker: ...
 
 
 class NodeSource(Protocol):
@@ -313,17 +300,15 @@ def build_app(webhook: Webhook, max_body_bytes: int = DEFAULT_MAX_BODY) -> Flask
     return app
 
 
-def create_app(
-    settings: Settings, *, make_checker: CheckerFactory, read_docker_config: Callable[[str], Keyring]
-) -> Flask:
-    """The webhook as `pullcheck serve` runs it: policy file, registry client, and the cluster if asked.
-
-    The command line passes how it builds checkers and reads docker configs, so both faces share them."""
+def create_app(settings: Settings) -> Flask:
+    """The webhook as `pullcheck serve` runs it: policy file, registry client, and the cluster if asked."""
     metrics = Metrics()
     policy_file = PolicyFile(settings.policy_file, settings.policy_interval)
 
     def build_checker(policy: Policy) -> ImageChecker:
-        return make_checker(policy, on_request=metrics.observe_request, on_cache=metrics.observe_cache)
+        return wiring.make_checker(
+            policy, network_guard=True, on_request=metrics.observe_request, on_cache=metrics.observe_cache
+        )
 
     nodes: NodeSource | None = None
     pull_secrets: PullSecretSource | None = None
@@ -342,6 +327,6 @@ def create_app(
         metrics,
         nodes=nodes,
         pull_secrets=pull_secrets,
-        node_keyring=NodeKeyring(read_docker_config),
+        node_keyring=NodeKeyring(wiring.read_keyring),
     )
     return build_app(webhook, settings.max_body_bytes)

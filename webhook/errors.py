@@ -3,6 +3,7 @@
     PullcheckError
     ├── ConfigError            bad policy file, bad flag, bad docker config: one line naming the field
     ├── InvalidReference       (also a ValueError) the image string is not a valid reference
+    ├── InvalidReview          the webhook's request body is not an AdmissionReview pullcheck answers
     └── RegistryError          the registry did not give us what the image needs; carries a finding code
         ├── NotFound               NOT_FOUND: the tag or manifest digest does not exist
         ├── MissingBlob            MISSING_BLOB: a config, layer or child manifest is absent
@@ -30,6 +31,10 @@ class ConfigError(PullcheckError):
 
 class InvalidReference(PullcheckError, ValueError):
     """The text is not a valid image reference."""
+
+
+class InvalidReview(PullcheckError):
+    """The body is not an AdmissionReview pullcheck can answer; the message says why, in one line."""
 
 
 class RegistryError(PullcheckError):

@@ -7,7 +7,6 @@ import itertools
 import sys
 
 from webhook import platforms, render
-from webhook.commands.setup import default_docker_config, make_checker, read_keyring
 from webhook.deadline import Deadline
 from webhook.errors import ConfigError
 from webhook.findings import DENY, WARN, ImageResult
@@ -15,6 +14,7 @@ from webhook.policy import Policy, RegistryOptions
 from webhook.policyfile import load_policy
 from webhook.reference import InvalidReference, parse
 from webhook.runtimes import Target, parse_runtime
+from webhook.wiring import default_docker_config, make_checker, read_keyring
 
 DEFAULT_CHECK_TIMEOUT = 30.0
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from webhook import certs
 from webhook.app import Settings, create_app
-from webhook.commands.setup import make_checker, read_keyring
 from webhook.errors import ConfigError
 from webhook.policyfile import load_policy
 from webhook.server import ServerOptions, serve
@@ -101,10 +100,5 @@ def run(args: Any) -> int:
         log_level=args.log_level,
     )
     print(f"pullcheck: serving https://{args.host}:{args.port}/validate", file=sys.stderr)
-    app_factory = functools.partial(
-        create_app,
-        settings,
-        make_checker=functools.partial(make_checker, network_guard=True),
-        read_docker_config=read_keyring,
-    )
+    app_factory = functools.partial(create_app, settings)
     return serve(options, app_factory)

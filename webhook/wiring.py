@@ -1,4 +1,4 @@
-"""What several commands build the same way: credentials and the checker."""
+"""What the command line and the webhook build the same way: credentials from files, and the checker."""
 
 from __future__ import annotations
 
