@@ -157,6 +157,7 @@ class Checker:
         self._documents: _Expiring[Document] = _Expiring(cache_size)  # by registry, repository, digest
         self._blobs: _Expiring[bool] = _Expiring(cache_size * 8)  # layer presence
         self._tags: _Expiring[str | Problem] = _Expiring(cache_size)  # tag/digest -> digest, per keyring
+        self._results: _Expiring[ImageResult] = _Expiring(cache_size)  # whole answers, per keyring
         self._flight = _SingleFlight()
 
     def close(self) -> None:
@@ -175,10 +176,33 @@ class Checker:
         deadline: Deadline,
     ) -> list[ImageResult]:
         """One result per image string, in order; registry trouble becomes findings, never exceptions."""
-        distinct = list(dict.fromkeys(images))
+        results: dict[str, ImageResult] = {}
+        misses: list[str] = []
+        for image in dict.fromkeys(images):
+            cached = self._results.get(_result_key(image, targets, policy, keyring))
+            self._count("result", cached is not None)
+            if cached is not None:
+                results[image] = cached
+            else:
+                misses.append(image)
+        if len(misses) == 1:
+            # One image to fetch: the client bounds every read by the deadline, no pool hand-off needed.
+            results[misses[0]] = self._check_one(misses[0], targets, policy, keyring, deadline)
+        elif misses:
+            results.update(self._check_concurrently(misses, targets, policy, keyring, deadline))
+        return [results[image] for image in images]
+
+    def _check_concurrently(
+        self,
+        images: list[str],
+        targets: Sequence[Target],
+        policy: Policy,
+        keyring: Keyring,
+        deadline: Deadline,
+    ) -> dict[str, ImageResult]:
         futures = {
             image: self._images.submit(self._check_one, image, targets, policy, keyring, deadline)
-            for image in distinct
+            for image in images
         }
         results: dict[str, ImageResult] = {}
         for image, future in futures.items():
@@ -189,9 +213,7 @@ class Checker:
                     "REGISTRY_UNREACHABLE", f"no answer within the {deadline.seconds:g}s deadline"
                 )
                 results[image] = self._result(image, None, Resolution(image, error=problem), targets, policy)
-        return [results[image] for image in images]
-
-    # -- one image ---------------------------------------------------------------------------------
+        return results
 
     def _check_one(
         self, image: str, targets: Sequence[Target], policy: Policy, keyring: Keyring, deadline: Deadline
@@ -203,7 +225,11 @@ class Checker:
                 image, None, Resolution(image, error=Problem("INVALID_REFERENCE", str(exc))), targets, policy
             )
         resolution = self.resolve(ref, image, targets, keyring, deadline)
-        return self._result(image, ref, resolution, targets, policy)
+        result = self._result(image, ref, resolution, targets, policy)
+        if resolution.error is None and not resolution.failures:
+            # A clean answer holds as long as the tag answer it rests on.
+            self._results.put(_result_key(image, targets, policy, keyring), result, self.tag_ttl)
+        return result
 
     def _result(
         self,
@@ -401,6 +427,12 @@ class Checker:
     def _count(self, cache: str, hit: bool) -> None:
         if self._on_cache is not None:
             self._on_cache(cache, hit)
+
+
+def _result_key(image: str, targets: Sequence[Target], policy: Policy, keyring: Keyring) -> Hashable:
+    """What an image's result depends on besides the registry's content."""
+    overrides = tuple(sorted(policy.severities.items()))
+    return (image, tuple(targets), policy.on_resolution_error, overrides, keyring.fingerprint)
 
 
 _ERRORS_BY_CODE: dict[str, type[RegistryError]] = {
