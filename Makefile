@@ -8,7 +8,7 @@ APT_BINARIES := /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/ctr /usr/bin/h
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: all setup apt venv run test unit lint clean
+.PHONY: all setup apt venv run test unit lint bench clean
 
 all: test
 
@@ -47,6 +47,10 @@ test: setup lint
 
 unit: venv
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not registry and not oracle" tests
+
+# Prints throughput and latency of the served webhook against the local registry (no assertions).
+bench: setup
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
