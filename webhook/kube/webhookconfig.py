@@ -1,0 +1,82 @@
+"""The webhook's own objects: its TLS Secret and the caBundle of its ValidatingWebhookConfiguration.
+
+Used by `pullcheck certs`, which the chart runs in Helm hook Jobs: create the Secret once (and keep it on
+upgrade), then put its CA into every webhook of the configuration. Key material is never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client
+
+from webhook.errors import ConfigError
+
+TLS_SECRET_TYPE = "kubernetes.io/tls"  # noqa: S105 - a type name, not a password
+_CONFLICT_RETRIES = 5
+
+
+def _failure(what: str, exc: client.ApiException) -> ConfigError:
+    return ConfigError(f"cannot {what}: HTTP {exc.status} {exc.reason}")
+
+
+def read_tls_secret(api: client.ApiClient, namespace: str, name: str) -> dict[str, bytes] | None:
+    """The Secret's data, decoded; None when it does not exist."""
+    core: Any = client.CoreV1Api(api)
+    try:
+        response = core.read_namespaced_secret(name, namespace, _preload_content=False)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise _failure(f"read secret {namespace}/{name}", exc) from None
+    data = json.loads(response.data).get("data") or {}
+    return {str(key): base64.b64decode(value) for key, value in data.items()}
+
+
+def write_tls_secret(api: client.ApiClient, namespace: str, name: str, files: Mapping[str, bytes]) -> None:
+    """Create the `kubernetes.io/tls` Secret of `files` (tls.crt, tls.key, ca.crt), or replace its data."""
+    core: Any = client.CoreV1Api(api)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": "pullcheck"}},
+        "type": TLS_SECRET_TYPE,
+        "data": {key: base64.b64encode(value).decode() for key, value in files.items()},
+    }
+    try:
+        core.create_namespaced_secret(namespace, body, _preload_content=False)
+        return
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise _failure(f"create secret {namespace}/{name}", exc) from None
+    try:
+        core.patch_namespaced_secret(name, namespace, {"data": body["data"]}, _preload_content=False)
+    except client.ApiException as exc:
+        raise _failure(f"update secret {namespace}/{name}", exc) from None
+
+
+def patch_ca_bundle(api: client.ApiClient, configuration: str, ca_pem: bytes) -> int:
+    """Set caBundle in every webhook of the ValidatingWebhookConfiguration; returns how many it holds."""
+    admission: Any = client.AdmissionregistrationV1Api(api)
+    bundle = base64.b64encode(ca_pem).decode()
+    what = f"update validatingwebhookconfiguration {configuration}"
+    for _ in range(_CONFLICT_RETRIES):
+        try:
+            response = admission.read_validating_webhook_configuration(configuration, _preload_content=False)
+        except client.ApiException as exc:
+            raise _failure(f"read validatingwebhookconfiguration {configuration}", exc) from None
+        current = json.loads(response.data)
+        webhooks = current.get("webhooks") or []
+        for webhook in webhooks:
+            webhook.setdefault("clientConfig", {})["caBundle"] = bundle
+        try:
+            # The read's resourceVersion goes along: a concurrent writer makes this a 409; read again.
+            admission.replace_validating_webhook_configuration(configuration, current, _preload_content=False)
+            return len(webhooks)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise _failure(what, exc) from None
+    raise ConfigError(f"cannot {what}: it kept changing under us")
