@@ -37,8 +37,8 @@ run: venv
 	$(BIN)/pullcheck serve
 
 lint: venv
-	$(BIN)/ruff check webhook tests
-	$(BIN)/ruff format --check webhook tests
+	$(BIN)/ruff check webhook tests bench
+	$(BIN)/ruff format --check webhook tests bench
 	$(BIN)/mypy webhook
 	$(BIN)/lint-imports
 
