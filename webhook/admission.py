@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webhook.errors import InvalidReview
@@ -72,16 +72,24 @@ class Request:
 
     @property
     def service_account(self) -> str:
-        name = self.pod_spec.get("serviceAccountName") or self.pod_spec.get("serviceAccount")
-        return name if isinstance(name, str) and name else "default"
+        return service_account_of(self.pod_spec)
 
     @property
     def pull_secret_names(self) -> tuple[str, ...]:
-        entries = self.pod_spec.get("imagePullSecrets")
-        if not isinstance(entries, list):
-            return ()
-        names = (e.get("name") for e in entries if isinstance(e, Mapping))
-        return tuple(dict.fromkeys(n for n in names if isinstance(n, str) and n))
+        return pull_secret_names_of(self.pod_spec)
+
+
+def service_account_of(pod_spec: Mapping[str, Any]) -> str:
+    name = pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount")
+    return name if isinstance(name, str) and name else "default"
+
+
+def pull_secret_names_of(pod_spec: Mapping[str, Any]) -> tuple[str, ...]:
+    entries = pod_spec.get("imagePullSecrets")
+    if not isinstance(entries, list):
+        return ()
+    names = (e.get("name") for e in entries if isinstance(e, Mapping))
+    return tuple(dict.fromkeys(n for n in names if isinstance(n, str) and n))
 
 
 def _mapping(value: Any, what: str) -> Mapping[str, Any]:
@@ -272,6 +280,15 @@ def narrow(groups: Sequence[NodeGroup], pod_spec: Mapping[str, Any]) -> list[Nod
     return [g for g in groups if schedulable(g, pod_spec)]
 
 
+def placement(
+    known: Sequence[NodeGroup], static: Sequence[NodeGroup], pod_spec: Mapping[str, Any]
+) -> list[NodeGroup]:
+    """The groups a Pod may land on: the known Nodes it selects. A Pod that selects no current node (a
+    pool still being created) is judged like one on the static targets, and if it selects none of
+    those either, on all of them."""
+    return narrow(known, pod_spec) or narrow(static, pod_spec) or list(static)
+
+
 def targets_of(groups: Iterable[NodeGroup]) -> list[Target]:
     return list(dict.fromkeys(g.target for g in groups))
 
@@ -290,6 +307,12 @@ def _concerns(finding: Finding, target: Target) -> bool:
     if finding.runtime != target.runtime.text:
         return False
     return not finding.platform or finding.platform == str(target.platform)
+
+
+def for_targets(result: ImageResult, targets: Sequence[Target]) -> ImageResult:
+    """The result with only the findings that concern these targets (of a result judged for more)."""
+    kept = tuple(f for f in result.findings if any(_concerns(f, t) for t in targets))
+    return replace(result, findings=kept)
 
 
 def where(findings: Sequence[Finding], groups: Sequence[NodeGroup]) -> str:

@@ -22,13 +22,12 @@ from webhook import admission, wiring
 from webhook.admission import Decision, NodeGroup, Request
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
-from webhook.errors import InvalidReference, InvalidReview, PullcheckError
+from webhook.errors import InvalidReview, PullcheckError
 from webhook.findings import ImageResult
 from webhook.logs import FIELDS
 from webhook.metrics import Metrics
 from webhook.policy import Policy
 from webhook.policyfile import PolicyFile
-from webhook.reference import parse
 from webhook.runtimes import Target
 
 log = logging.getLogger("pullcheck.admission")
@@ -165,11 +164,8 @@ class Webhook:
 
     def groups(self, policy: Policy, pod_spec: Any) -> list[NodeGroup]:
         """The node groups this Pod may land on; the policy's targets when Nodes are unknown."""
-        static = admission.static_groups(policy.targets)
         known = self.nodes.groups() if self.nodes is not None and self.nodes.synced() else []
-        # A Pod that selects no current node (a pool still being created) is judged like one
-        # on the policy's targets, and if it selects none of those either, on all of them.
-        return admission.narrow(known, pod_spec) or admission.narrow(static, pod_spec) or static
+        return admission.placement(known, admission.static_groups(policy.targets), pod_spec)
 
     def keyring(self, policy: Policy, req: Request) -> Keyring:
         """The Pod's pull-secret credentials first, then the node's, as the kubelet tries them."""
@@ -188,7 +184,7 @@ class Webhook:
         images: list[str] = []
         exempt: list[str] = []
         for image in req.distinct_images:
-            (exempt if _exempt(policy, image) else images).append(image)
+            (exempt if policy.exemptions.exempt_reference(image) else images).append(image)
         if not images:
             return Outcome(req, policy.mode, admission.ALLOW_ALL, tuple(exempt))
         groups = self.groups(policy, req.pod_spec)
@@ -211,14 +207,6 @@ class Webhook:
         else:
             decision = Decision(True, "", (reason[: admission.WARNING_LENGTH],), {}, {}, ("INTERNAL_ERROR",))
         return Outcome(req, policy.mode, decision)
-
-
-def _exempt(policy: Policy, image: str) -> bool:
-    try:
-        ref = parse(image)
-    except InvalidReference:
-        return policy.exemptions.exempt_image(image, None, None)
-    return policy.exemptions.exempt_image(image, str(ref), ref.registry)
 
 
 def _text(status: int, reason: str) -> Response:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webhook import findings as fd
-from webhook.errors import ConfigError
+from webhook.errors import ConfigError, InvalidReference
 from webhook.findings import Finding
+from webhook.reference import parse
 from webhook.runtimes import Target, default_targets, parse_target
 
 MODES = ("enforce", "warn", "audit")
@@ -48,6 +49,14 @@ class Exemptions:
         forms = [image] if normalised is None else [image, normalised]
         return any(fnmatch.fnmatchcase(form, pattern) for form in forms for pattern in self.images)
 
+    def exempt_reference(self, image: str) -> bool:
+        """exempt_image for an image as written (in a Pod spec): its normalised form and registry too."""
+        try:
+            ref = parse(image)
+        except InvalidReference:
+            return self.exempt_image(image, None, None)
+        return self.exempt_image(image, str(ref), ref.registry)
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -59,6 +68,7 @@ class Policy:
     severities: Mapping[str, str] = field(default_factory=dict)
     exemptions: Exemptions = field(default_factory=Exemptions)
     resolution_timeout: float = DEFAULT_RESOLUTION_TIMEOUT
+    audit_interval: float = 0.0  # seconds between background audits in `pullcheck serve`; 0: none
 
     @staticmethod
     def from_mapping(data: Any, source: str = "policy") -> Policy:
@@ -98,6 +108,7 @@ _TOP_KEYS = {
     "severities",
     "exemptions",
     "resolutionTimeoutSeconds",
+    "auditIntervalSeconds",
 }
 _REGISTRY_KEYS = {"host", "insecure", "caFile", "allowPrivateNetwork", "mirror", "tokenRealmHosts"}
 _EXEMPTION_KEYS = {"namespaces", "images", "registries"}
@@ -129,6 +140,7 @@ class _PolicyReader:
             severities=self.severities(data.get("severities")),
             exemptions=self.exemptions(data.get("exemptions")),
             resolution_timeout=self.timeout(data.get("resolutionTimeoutSeconds")),
+            audit_interval=self.interval(data.get("auditIntervalSeconds")),
         )
         if self.errors:
             raise ConfigError(f"{self.source}: " + "; ".join(self.errors))
@@ -171,6 +183,14 @@ class _PolicyReader:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 60:
             self.error("resolutionTimeoutSeconds", "must be a number of seconds above 0 and at most 60")
             return DEFAULT_RESOLUTION_TIMEOUT
+        return float(value)
+
+    def interval(self, value: Any) -> float:
+        if value is None:
+            return 0.0
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (value == 0 or value >= 60):
+            self.error("auditIntervalSeconds", "must be 0 (no background audit) or at least 60 seconds")
+            return 0.0
         return float(value)
 
     def targets(self, value: Any) -> tuple[Target, ...]:
