@@ -33,6 +33,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
+# kube-apiserver, etcd, kubectl and helm for the end-to-end tests: found in $$KUBEBUILDER_ASSETS or the
+# cache, else built from the pinned Go modules (docs/testing-cluster.md).
+binaries: venv
+	$(BIN)/python tests/e2e/build_binaries.py
+
 run: venv
 	$(BIN)/pullcheck serve
 
@@ -42,15 +47,23 @@ lint: venv
 	$(BIN)/mypy webhook
 	$(BIN)/lint-imports
 
-test: setup lint
+test: setup lint binaries
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests
 
 unit: venv
-	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not registry and not oracle" tests
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not registry and not oracle and not e2e" tests
 
 # Prints throughput and latency of the served webhook against the local registry (no assertions).
 bench: setup
 	$(BIN)/python -m bench.run
+
+# Plain YAML for kubectl users, rendered from the chart; tests/test_chart_render.py fails when they drift.
+manifests: binaries
+	$(BIN)/python scripts/render_manifests.py
+
+# A local registry with sample images, a real API server and the webhook: three Pods, three outcomes.
+demo: setup binaries
+	$(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
