@@ -42,8 +42,8 @@ run: venv
 	$(BIN)/pullcheck serve
 
 lint: venv
-	$(BIN)/ruff check webhook tests bench
-	$(BIN)/ruff format --check webhook tests bench
+	$(BIN)/ruff check webhook tests bench scripts
+	$(BIN)/ruff format --check webhook tests bench scripts
 	$(BIN)/mypy webhook
 	$(BIN)/lint-imports
 
