@@ -1,11 +1,17 @@
-"""Rendering results for people (a table) and machines (the `pullcheck/v1` JSON document)."""
+"""Rendering results for people (a table) and machines (the `pullcheck/v1` JSON document, CSV)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TextIO
 
+from webhook.audit import AuditReport
 from webhook.findings import ALLOW, DENY, REMEDY, WARN, ImageResult, worst
+from webhook.workloads import Workload
 
 API_VERSION = "pullcheck/v1"
 
@@ -46,3 +52,125 @@ def to_table(results: Sequence[ImageResult]) -> str:
         f"{len(results)} {noun}: {counts[DENY]} denied, {counts[WARN]} warned, {counts[ALLOW]} allowed"
     )
     return "\n".join(lines)
+
+
+# --- audits: images with the workloads that use them ----------------------------------------------
+
+
+def _workload_json(workload: Workload) -> dict[str, str]:
+    return {"namespace": workload.namespace, "kind": workload.kind, "name": workload.name}
+
+
+def audit_to_json(report: AuditReport) -> str:
+    """`check`'s document, each result with the workloads using the image, and what was not audited."""
+    results = [
+        {**entry.result.to_json(), "workloads": [_workload_json(w) for w in entry.workloads]}
+        for entry in report.entries
+    ]
+    document = {"apiVersion": API_VERSION, "results": results, "problems": list(report.problems)}
+    return json.dumps(document, indent=2)
+
+
+CSV_COLUMNS = (
+    "verdict",
+    "namespace",
+    "kind",
+    "name",
+    "image",
+    "reference",
+    "digest",
+    "mediaType",
+    "code",
+    "severity",
+    "runtime",
+    "platform",
+    "message",
+)
+
+
+def audit_to_csv(report: AuditReport) -> str:
+    """One row per workload, image and finding (a clean image: one row with the finding columns empty)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for entry in report.entries:
+        r = entry.result
+        findings = [f.to_json() for f in r.findings] or [dict.fromkeys(CSV_COLUMNS[8:], "")]
+        for workload in entry.workloads:
+            for finding in findings:
+                head = [r.verdict, workload.namespace, workload.kind, workload.name, r.image]
+                writer.writerow(
+                    head + [r.reference or "", r.digest or "", r.media_type or ""] + list(finding.values())
+                )
+    return out.getvalue().rstrip("\n")
+
+
+def _counts(verdicts: Mapping[str, str]) -> str:
+    counted = {v: sum(1 for x in verdicts.values() if x == v) for v in (DENY, WARN, ALLOW)}
+    return f"{counted[DENY]} denied, {counted[WARN]} warned, {counted[ALLOW]} allowed"
+
+
+def audit_summary(report: AuditReport) -> str:
+    """'12 workloads: 2 denied, ...; 20 images: ...': each workload and image counted at its worst verdict."""
+    by_workload: dict[str, list[str]] = {}
+    by_image: dict[str, list[str]] = {}
+    for entry in report.entries:
+        by_image.setdefault(entry.result.image, []).append(entry.result.verdict)
+        for workload in entry.workloads:
+            by_workload.setdefault(workload.label, []).append(entry.result.verdict)
+    workloads = {k: worst(v) for k, v in by_workload.items()}
+    images = {k: worst(v) for k, v in by_image.items()}
+    workload_part = f"{len(workloads)} workload{'' if len(workloads) == 1 else 's'}: {_counts(workloads)}"
+    return f"{workload_part}; {len(images)} image{'' if len(images) == 1 else 's'}: {_counts(images)}"
+
+
+def audit_to_table(report: AuditReport) -> str:
+    """Denied, then warned rows (one per workload and image), then allowed images (one row each, with
+    how many workloads use them); what was not audited; a summary line."""
+    rows: list[tuple[str, str, str, str]] = []
+    for verdict in (DENY, WARN):
+        pairs = [
+            (workload.label, entry.result)
+            for entry in report.entries
+            if entry.result.verdict == verdict
+            for workload in entry.workloads
+        ]
+        for label, result in sorted(pairs, key=lambda pair: (pair[0], pair[1].image)):
+            rows.append((verdict.upper(), label, result.image, reason(result)))
+    allowed = sorted((e for e in report.entries if e.result.verdict == ALLOW), key=lambda e: e.result.image)
+    for entry in allowed:
+        users = entry.workloads
+        rows.append(
+            (
+                ALLOW.upper(),
+                users[0].label if len(users) == 1 else f"{len(users)} workloads",
+                entry.result.image,
+                "",
+            )
+        )
+    workload_width = max((len(row[1]) for row in rows), default=8)
+    image_width = max((len(row[2]) for row in rows), default=5)
+    lines = [f"{'VERDICT':7}  {'WORKLOAD':{workload_width}}  {'IMAGE':{image_width}}  REASON"]
+    lines += [f"{v:7}  {w:{workload_width}}  {i:{image_width}}  {r}".rstrip() for v, w, i, r in rows]
+    lines += [f"not audited: {problem}" for problem in report.problems]
+    lines.append(audit_summary(report))
+    return "\n".join(lines)
+
+
+class ProgressBar:
+    """`[#####.....] 120/300 images` redrawn in place on a terminal; erased when the last one is done."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, done: int, total: int) -> None:
+        filled = self.WIDTH * done // max(total, 1)
+        with self._lock:
+            if done >= total:
+                self.stream.write("\r\033[K")
+            else:
+                self.stream.write(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} images")
+            self.stream.flush()

@@ -1,20 +1,26 @@
-"""`pullcheck check IMAGE...`: will these images pull and start on my nodes?"""
+"""`pullcheck check IMAGE...` or `-f FILE`: will these images, or those of these manifests, pull and
+start on my nodes?"""
 
 from __future__ import annotations
 
 import argparse
 import itertools
 import sys
+from collections.abc import Iterable
+from typing import Any
 
-from webhook import platforms, render
+from webhook import admission, platforms, render
+from webhook.audit import AuditReport, Placement, audit
 from webhook.deadline import Deadline
 from webhook.errors import ConfigError
 from webhook.findings import DENY, WARN, ImageResult
+from webhook.manifests import read_manifests
 from webhook.policy import Policy, RegistryOptions
 from webhook.policyfile import load_policy
 from webhook.reference import InvalidReference, parse
 from webhook.runtimes import Target, parse_runtime
 from webhook.wiring import default_docker_config, make_checker, read_keyring
+from webhook.workloads import workloads_in
 
 DEFAULT_CHECK_TIMEOUT = 30.0
 
@@ -27,21 +33,49 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "pull and start it. Exit status: 0 when nothing is denied, 1 when an image is, 2 for a usage "
         "or configuration error.",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image reference, e.g. nginx:1.27")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image reference, e.g. nginx:1.27")
+    parser.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="Kubernetes manifests (YAML or JSON, - for standard input) whose workloads' images to judge, "
+        "instead of IMAGE arguments (repeatable)",
+    )
+    add_resolution_options(parser)
+    parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_CHECK_TIMEOUT,
+        metavar="S",
+        help="seconds for the whole resolution, with -f for each image's "
+        f"(default {DEFAULT_CHECK_TIMEOUT:g})",
+    )
+    parser.set_defaults(run=run)
+
+
+def add_resolution_options(
+    parser: argparse.ArgumentParser,
+    runtime_default: str = "default: the policy's targets, else containerd 2.1 and CRI-O 1.33",
+    platform_default: str = "default linux/amd64",
+) -> None:
+    """The options of every command that judges images: targets, policy, credentials, registries."""
     parser.add_argument(
         "--runtime",
         action="append",
         default=[],
         metavar="R",
         help="runtime as Kubernetes names it, e.g. containerd://2.1.3 or cri-o://1.33.2 (repeatable; "
-        "default: the policy's targets, else containerd 2.1 and CRI-O 1.33)",
+        f"{runtime_default})",
     )
     parser.add_argument(
         "--platform",
         action="append",
         default=[],
         metavar="P",
-        help="node platform os/arch[/variant] (repeatable; default linux/amd64)",
+        help=f"node platform os/arch[/variant] (repeatable; {platform_default})",
     )
     parser.add_argument("--config", metavar="F", help="policy file (YAML), the same one the webhook reads")
     parser.add_argument(
@@ -58,21 +92,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="registry host[:port] to reach over plain HTTP (repeatable)",
     )
     parser.add_argument("--ca-file", metavar="F", help="extra CA bundle for the registries of these images")
-    parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
     parser.add_argument(
         "--fail-on",
         choices=(DENY, WARN),
         default=DENY,
         help="exit 1 when an image gets this verdict or worse (default deny)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_CHECK_TIMEOUT,
-        metavar="S",
-        help=f"seconds for the whole resolution (default {DEFAULT_CHECK_TIMEOUT:g})",
-    )
-    parser.set_defaults(run=run)
 
 
 def targets_for(policy: Policy, runtimes: list[str], platform_texts: list[str]) -> list[Target]:
@@ -89,11 +114,13 @@ def targets_for(policy: Policy, runtimes: list[str], platform_texts: list[str]) 
     return [Target(r, p) for r, p in itertools.product(chosen_runtimes, chosen_platforms)]
 
 
-def command_line_registries(args: argparse.Namespace, policy: Policy) -> list[RegistryOptions]:
-    """Registry options the flags add to (or change in) the policy's."""
+def command_line_registries(
+    args: argparse.Namespace, policy: Policy, images: Iterable[str]
+) -> list[RegistryOptions]:
+    """Registry options the flags add to (or change in) the policy's; --ca-file serves these images."""
     hosts = set(args.insecure_registry)
     if args.ca_file:
-        for image in args.images:
+        for image in images:
             try:
                 hosts.add(parse(image).registry)
             except InvalidReference:
@@ -119,11 +146,35 @@ def exit_status(results: list[ImageResult], fail_on: str) -> int:
     return 1 if any(r.verdict in failing for r in results) else 0
 
 
+def judge_manifests(args: argparse.Namespace, documents: list[Any]) -> AuditReport:
+    """Every workload image in parsed manifests, judged for the flags' targets with local credentials."""
+    workloads = workloads_in(documents)
+    policy = load_policy(args.config)
+    images = [image for workload in workloads for image in workload.images]
+    policy = policy.with_registries(command_line_registries(args, policy, images))
+    targets = targets_for(policy, args.runtime, args.platform)
+    keyring = read_keyring(args.docker_config or policy.docker_config or default_docker_config())
+    checker = make_checker(policy, network_guard=False)
+    try:
+        placement = Placement([], admission.static_groups(targets))
+        return audit(checker.check, workloads, placement, policy, node_keyring=keyring, timeout=args.timeout)
+    finally:
+        checker.close()
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.timeout <= 600:
         raise ConfigError("--timeout must be above 0 and at most 600 seconds")
+    if bool(args.images) == bool(args.filename):
+        raise ConfigError("give IMAGE arguments or -f FILE, one of the two")
+    if args.filename:
+        documents = [document for path in args.filename for document in read_manifests(path)]
+        report = judge_manifests(args, documents)
+        output = render.audit_to_json(report) if args.output == "json" else render.audit_to_table(report)
+        sys.stdout.write(output + "\n")
+        return exit_status(report.results, args.fail_on)
     policy = load_policy(args.config)
-    policy = policy.with_registries(command_line_registries(args, policy))
+    policy = policy.with_registries(command_line_registries(args, policy, args.images))
     targets = targets_for(policy, args.runtime, args.platform)
     keyring = read_keyring(args.docker_config or policy.docker_config or default_docker_config())
     # The command line runs for the person who typed it: their local and private registries are fair game.

@@ -1,0 +1,241 @@
+"""Auditing many workloads at once, and the periodic audit of `pullcheck serve`.
+
+The cost grows with distinct images, not with workloads: each distinct (image, credential set) is
+resolved once, for the union of the targets of the workloads using it, and each workload then sees the
+findings for the targets its Pods may land on. Resolutions run concurrently, at most `per_host` at a
+time against one registry host, each with its own deadline, so a slow or unreachable registry costs its
+own images a finding and holds up nobody else's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from webhook import admission
+from webhook.admission import NodeGroup
+from webhook.credentials import Keyring
+from webhook.deadline import Deadline
+from webhook.errors import InvalidReference
+from webhook.findings import DENY, WARN, ImageResult
+from webhook.policy import Policy
+from webhook.reference import parse
+from webhook.runtimes import Target
+from webhook.workloads import Workload
+
+log = logging.getLogger("pullcheck.audit")
+
+PER_HOST = 8  # concurrent resolutions against one registry host
+WORKERS = 16
+IMAGE_TIMEOUT = 30.0  # seconds for one image's resolution
+
+# checker.check: images, targets, policy, keyring, deadline -> one result per image
+Check = Callable[[Sequence[str], Sequence[Target], Policy, Keyring, Deadline], list[ImageResult]]
+Progress = Callable[[int, int], None]  # (resolved, total)
+
+
+class KeyringSource(Protocol):
+    """Credentials of a namespace's Pods (webhook.kube.PullSecrets)."""
+
+    def keyring(self, namespace: str, secret_names: Sequence[str], service_account: str) -> Keyring: ...
+
+
+@dataclass(frozen=True)
+class ImageAudit:
+    """One image's result, for the targets of the workloads that use it."""
+
+    result: ImageResult
+    workloads: tuple[Workload, ...]
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    entries: tuple[ImageAudit, ...]  # an image judged differently for some workloads has one entry each
+    problems: tuple[str, ...]  # what could not be read or judged, one line each
+    workloads: int  # workloads judged (exempt ones left out)
+    resolutions: int  # distinct (image, credential set) pairs resolved
+
+    @property
+    def results(self) -> list[ImageResult]:
+        return [entry.result for entry in self.entries]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where workloads may run: the cluster's node groups (if known) and the static targets."""
+
+    known: Sequence[NodeGroup]
+    static: Sequence[NodeGroup]
+
+    def targets(self, pod_spec: Mapping[str, object]) -> tuple[Target, ...]:
+        groups = admission.placement(self.known, self.static, pod_spec)
+        return tuple(sorted(admission.targets_of(groups), key=str))
+
+
+def upgraded(groups: Sequence[NodeGroup], runtimes: Sequence[Target]) -> list[NodeGroup]:
+    """The node groups as they would be running each of these runtimes instead of their own."""
+    return [
+        NodeGroup(Target(r.runtime, g.target.platform), g.nodes, g.labels)
+        for g in groups
+        for r in dict.fromkeys(runtimes)
+    ]
+
+
+def _host(image: str) -> str:
+    try:
+        return parse(image).registry
+    except InvalidReference:
+        return ""  # judged without a registry request
+
+
+class _Credentials:
+    """Each workload's keyring (its pull secrets, then the node's), read once per secret selection."""
+
+    def __init__(self, pull_secrets: KeyringSource | None, node: Keyring) -> None:
+        self._pull_secrets = pull_secrets
+        self._node = node
+        self._known: dict[tuple[str, tuple[str, ...], str], Keyring] = {}
+
+    def __call__(self, workload: Workload) -> Keyring:
+        if self._pull_secrets is None or not workload.namespace:
+            return self._node
+        key = (
+            workload.namespace,
+            admission.pull_secret_names_of(workload.pod_spec),
+            admission.service_account_of(workload.pod_spec),
+        )
+        if key not in self._known:
+            self._known[key] = self._pull_secrets.keyring(*key).merged(self._node)
+        return self._known[key]
+
+
+def _resolve_all(
+    check: Check,
+    jobs: Mapping[tuple[str, Keyring], Sequence[Target]],
+    policy: Policy,
+    *,
+    per_host: int,
+    workers: int,
+    timeout: float,
+    on_progress: Progress | None,
+) -> dict[tuple[str, Keyring], ImageResult]:
+    """Resolve every job, at most `per_host` at once per registry host: a finished job starts the next
+    one of its host, so no thread waits on a busy host while another host has work."""
+    queues: dict[str, deque[tuple[str, Keyring]]] = {}
+    for key in jobs:
+        queues.setdefault(_host(key[0]), deque()).append(key)
+    results: dict[tuple[str, Keyring], ImageResult] = {}
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+    finished = threading.Event()
+    if not jobs:
+        return results
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pullcheck-audit") as pool:
+
+        def start_next(host: str) -> None:
+            with lock:
+                queue = queues[host]
+                key = queue.popleft() if queue else None
+            if key is not None:
+                pool.submit(run, host, key)
+
+        def run(host: str, key: tuple[str, Keyring]) -> None:
+            image, keyring = key
+            try:
+                [result] = check([image], jobs[key], policy, keyring, Deadline(timeout))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+                with lock:
+                    failures.append(exc)
+                finished.set()
+                return
+            with lock:
+                results[key] = result
+                done = len(results)
+            if on_progress is not None:
+                on_progress(done, len(jobs))
+            start_next(host)  # before the count below can say "all done"
+            if done == len(jobs):
+                finished.set()
+
+        for host, queue in queues.items():
+            for _ in range(min(per_host, len(queue))):
+                start_next(host)
+        finished.wait()
+    if failures:
+        raise failures[0]
+    return results
+
+
+def audit(
+    check: Check,
+    workloads: Iterable[Workload],
+    placement: Placement,
+    policy: Policy,
+    *,
+    node_keyring: Keyring,
+    pull_secrets: KeyringSource | None = None,
+    problems: Sequence[str] = (),
+    per_host: int = PER_HOST,
+    workers: int = WORKERS,
+    timeout: float = IMAGE_TIMEOUT,
+    on_progress: Progress | None = None,
+) -> AuditReport:
+    """Judge every image of the workloads, each distinct (image, credential set) resolved once."""
+    credentials = _Credentials(pull_secrets, node_keyring)
+    exempt_images: dict[str, bool] = {}
+    jobs: dict[tuple[str, Keyring], set[Target]] = {}
+    uses: dict[tuple[str, Keyring, tuple[Target, ...]], list[Workload]] = {}
+    judged = 0
+    for workload in workloads:
+        if policy.exemptions.exempt_namespace(workload.namespace):
+            continue
+        images = [
+            i
+            for i in workload.images
+            if not exempt_images.setdefault(i, policy.exemptions.exempt_reference(i))
+        ]
+        judged += 1
+        if not images:
+            continue
+        targets = placement.targets(workload.pod_spec)
+        keyring = credentials(workload)
+        for image in images:
+            jobs.setdefault((image, keyring), set()).update(targets)
+            uses.setdefault((image, keyring, targets), []).append(workload)
+    ordered_jobs = {key: sorted(targets, key=str) for key, targets in jobs.items()}
+    results = _resolve_all(
+        check,
+        ordered_jobs,
+        policy,
+        per_host=per_host,
+        workers=workers,
+        timeout=timeout,
+        on_progress=on_progress,
+    )
+    # Workloads whose image came out the same (other credentials, other nodes) share one entry.
+    entries: dict[ImageResult, list[Workload]] = {}
+    for (image, keyring, targets), users in uses.items():
+        result = admission.for_targets(results[(image, keyring)], targets)
+        entries.setdefault(result, []).extend(users)
+    return AuditReport(
+        entries=tuple(ImageAudit(result, tuple(users)) for result, users in entries.items()),
+        problems=tuple(problems),
+        workloads=judged,
+        resolutions=len(jobs),
+    )
+
+
+def failing(report: AuditReport) -> list[tuple[Workload, ImageResult]]:
+    """(workload, image result) of every image denied or warned, in workload order."""
+    pairs = [
+        (workload, entry.result)
+        for entry in report.entries
+        if entry.result.verdict in (DENY, WARN)
+        for workload in entry.workloads
+    ]
+    return sorted(pairs, key=lambda pair: (pair[0].namespace, pair[0].kind, pair[0].name, pair[1].image))

@@ -1,0 +1,50 @@
+"""`pullcheck postrender`: a Helm post-renderer that fails a release whose images the nodes cannot run.
+
+Helm pipes the rendered manifests in and installs what comes out: they come out unchanged when no
+image is denied; otherwise nothing comes out, the table of reasons goes to standard error (which Helm
+shows in its error) and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from webhook import render
+from webhook.commands.check import DEFAULT_CHECK_TIMEOUT, add_resolution_options, exit_status, judge_manifests
+from webhook.errors import ConfigError
+from webhook.findings import ALLOW
+from webhook.manifests import STDIN, parse_manifests, read_text
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "postrender",
+        help="Helm post-renderer: pass the manifests through, or fail on images the nodes cannot run",
+        description="Read rendered manifests on standard input and print them unchanged when no image is "
+        "denied; otherwise print the reasons on standard error and exit 1. Use it as "
+        "`helm install --post-renderer pullcheck --post-renderer-args postrender ...`.",
+    )
+    add_resolution_options(parser)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_CHECK_TIMEOUT,
+        metavar="S",
+        help=f"seconds for each image's resolution (default {DEFAULT_CHECK_TIMEOUT:g})",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.timeout <= 600:
+        raise ConfigError("--timeout must be above 0 and at most 600 seconds")
+    text = read_text(STDIN)
+    report = judge_manifests(args, parse_manifests(text, "the rendered manifests"))
+    if exit_status(report.results, args.fail_on):
+        sys.stderr.write(f"pullcheck: these images would not run:\n{render.audit_to_table(report)}\n")
+        return 1
+    if any(result.verdict != ALLOW for result in report.results):
+        sys.stderr.write(render.audit_to_table(report) + "\n")
+    sys.stdout.write(text)
+    return 0

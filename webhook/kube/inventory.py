@@ -1,0 +1,190 @@
+"""Reading a cluster's workloads and Nodes for an audit: list calls only, page by page.
+
+A list the credentials may not make (403) becomes a line in the report, not the end of the run: with
+all namespaces asked for, a refused cluster-wide list is retried namespace by namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+
+from webhook.admission import NodeGroup
+from webhook.errors import ConfigError
+from webhook.kube.nodes import node_groups, node_key
+from webhook.workloads import Workload, workload_of
+
+_FORBIDDEN = 403
+PAGE_SIZE = 500
+REQUEST_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class _Kind:
+    kind: str
+    api_version: str
+    all_namespaces: str  # the API method listing every namespace
+    namespaced: str  # ... and the one listing one namespace
+    api: Callable[[client.ApiClient], Any]
+
+
+_KINDS = (
+    _Kind("Pod", "v1", "list_pod_for_all_namespaces", "list_namespaced_pod", client.CoreV1Api),
+    _Kind(
+        "ReplicationController",
+        "v1",
+        "list_replication_controller_for_all_namespaces",
+        "list_namespaced_replication_controller",
+        client.CoreV1Api,
+    ),
+    _Kind(
+        "Deployment",
+        "apps/v1",
+        "list_deployment_for_all_namespaces",
+        "list_namespaced_deployment",
+        client.AppsV1Api,
+    ),
+    _Kind(
+        "StatefulSet",
+        "apps/v1",
+        "list_stateful_set_for_all_namespaces",
+        "list_namespaced_stateful_set",
+        client.AppsV1Api,
+    ),
+    _Kind(
+        "DaemonSet",
+        "apps/v1",
+        "list_daemon_set_for_all_namespaces",
+        "list_namespaced_daemon_set",
+        client.AppsV1Api,
+    ),
+    _Kind(
+        "ReplicaSet",
+        "apps/v1",
+        "list_replica_set_for_all_namespaces",
+        "list_namespaced_replica_set",
+        client.AppsV1Api,
+    ),
+    _Kind("Job", "batch/v1", "list_job_for_all_namespaces", "list_namespaced_job", client.BatchV1Api),
+    _Kind(
+        "CronJob",
+        "batch/v1",
+        "list_cron_job_for_all_namespaces",
+        "list_namespaced_cron_job",
+        client.BatchV1Api,
+    ),
+)
+
+
+@dataclass
+class Inventory:
+    """What an audit judges, and what it could not read (one line each)."""
+
+    workloads: list[Workload] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _refusal(exc: client.ApiException) -> str:
+    return f"HTTP {exc.status} {exc.reason or ''}".strip()
+
+
+class ClusterReader:
+    """Read-only listing through an API client: the audit's view of the cluster."""
+
+    def __init__(self, api: client.ApiClient, *, page_size: int = PAGE_SIZE) -> None:
+        self._api = api
+        self._page_size = page_size
+        self._core: Any = client.CoreV1Api(api)  # raw JSON answers, not the typed models
+
+    def _pages(self, method: Callable[..., Any], *args: str) -> Iterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            extra = {"_continue": token} if token else {}
+            response = method(
+                *args,
+                limit=self._page_size,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+                **extra,
+            )
+            page: dict[str, Any] = json.loads(response.data)
+            yield page
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    def _call(self, what: str, work: Callable[[], Any]) -> Any:
+        """Run an API call; anything but a 403 means the audit cannot go on, said in one line."""
+        try:
+            return work()
+        except client.ApiException as exc:
+            if exc.status == _FORBIDDEN:
+                raise
+            raise ConfigError(f"cannot {what}: {_refusal(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ConfigError(f"cannot {what}: {type(exc).__name__}: {exc}") from None
+
+    def _list(self, kind: _Kind, namespace: str | None, into: Inventory) -> bool:
+        """Add the kind's workloads of one namespace (None: all) to `into`; False when refused."""
+        api = kind.api(self._api)
+        method = getattr(api, kind.all_namespaces if namespace is None else kind.namespaced)
+        args = () if namespace is None else (namespace,)
+        where = "all namespaces" if namespace is None else f"namespace {namespace}"
+        try:
+            pages = self._call(f"list {kind.kind}s in {where}", lambda: list(self._pages(method, *args)))
+        except client.ApiException as exc:
+            if namespace is not None:
+                into.problems.append(f"{kind.kind}s in {where} not audited: {_refusal(exc)}")
+            return False
+        for page in pages:
+            for item in page.get("items") or []:
+                found = workload_of({**item, "apiVersion": kind.api_version}, kind.kind)
+                if found is not None:
+                    into.workloads.append(found)
+        return True
+
+    def namespaces(self) -> list[str]:
+        """Every namespace's name; ConfigError when they cannot be listed."""
+        try:
+            pages = self._call("list namespaces", lambda: list(self._pages(self._core.list_namespace)))
+        except client.ApiException as exc:
+            raise ConfigError(f"cannot list namespaces ({_refusal(exc)}); name them with -n") from None
+        return sorted(str(item["metadata"]["name"]) for page in pages for item in page.get("items") or [])
+
+    def workloads(self, namespaces: Sequence[str] | None) -> Inventory:
+        """The workloads of these namespaces (None: every namespace), sorted by namespace, kind and name."""
+        inventory = Inventory()
+        each_namespace: list[str] | None = None
+        for kind in _KINDS:
+            if namespaces is None and self._list(kind, None, inventory):
+                continue
+            if namespaces is None and each_namespace is None:
+                each_namespace = self.namespaces()
+            for namespace in namespaces if namespaces is not None else each_namespace or []:
+                self._list(kind, namespace, inventory)
+        inventory.workloads.sort(key=lambda w: (w.namespace, w.kind, w.name))
+        return inventory
+
+    def node_groups(self) -> list[NodeGroup] | None:
+        """The cluster's Nodes as node groups; None when the credentials may not list Nodes."""
+        try:
+            pages = self._call("list Nodes", lambda: list(self._pages(self._core.list_node)))
+        except client.ApiException:
+            return None
+        keys = (node_key(item) for page in pages for item in page.get("items") or [])
+        return node_groups(k for k in keys if k is not None)
+
+
+def context_namespace(kubeconfig: str | None, context: str | None) -> str:
+    """The namespace of the kubeconfig's context: what kubectl uses when no namespace is named."""
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError, ValueError):
+        return "default"
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")

@@ -1,0 +1,50 @@
+"""Reading Kubernetes manifests: YAML (one or many documents) or JSON, from a file or standard input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import yaml
+
+from webhook.errors import ConfigError
+
+STDIN = "-"
+
+
+def parse_manifests(text: str, source: str) -> list[Any]:
+    """The documents of a manifest text; ConfigError naming the source and place when it is not YAML."""
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            pass  # YAML flow style also starts with a brace; let the YAML parser judge it
+        else:
+            return document if isinstance(document, list) else [document]
+    try:
+        # The C loader where PyYAML has it: a rendered chart or a cluster dump can be megabytes.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return [d for d in yaml.load_all(text, Loader=loader) if d is not None]  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML or JSON"
+        raise ConfigError(f"{source}: {problem}{where}") from None
+
+
+def read_text(path: str) -> str:
+    """A file's text, or standard input's for `-`."""
+    if path == STDIN:
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the manifests: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the manifests are not UTF-8 text") from None
+
+
+def read_manifests(path: str) -> list[Any]:
+    return parse_manifests(read_text(path), "standard input" if path == STDIN else path)
