@@ -15,6 +15,7 @@ import datetime
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -307,7 +308,9 @@ class ControlPlane:
         client_url = f"http://127.0.0.1:{_free_port()}"
         peer_url = f"http://127.0.0.1:{_free_port()}"
         data = self.workdir / "etcd"
-        data.mkdir(exist_ok=True)
+        # A retry starts a new single-member cluster; the old member's data names the old peer URL.
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir()
         self._etcd = _Process(
             "etcd",
             [
