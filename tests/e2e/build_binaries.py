@@ -136,7 +136,7 @@ def _go() -> str:
     return go
 
 
-def _build(names: list[str], log: Path | None) -> None:
+def _build(names: list[str]) -> None:
     go = _go()
     by_wrapper: dict[str, list[Tool]] = {}
     for name in names:
@@ -149,6 +149,8 @@ def _build(names: list[str], log: Path | None) -> None:
                 go,
                 "build",
                 "-trimpath",
+                # The stamp would describe this repository's checkout, not the release being built.
+                "-buildvcs=false",
                 f"-ldflags={tools[0].ldflags()}",
                 "-o",
                 out + "/",
@@ -161,8 +163,6 @@ def _build(names: list[str], log: Path | None) -> None:
             done = subprocess.run(
                 command, cwd=TOOLS_DIR / wrapper, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
-            if log is not None:
-                log.write_text(done.stdout)
             if done.returncode != 0:
                 raise MissingBinaries(f"go build in tests/e2e/tools/{wrapper} failed:\n{done.stdout[-4000:]}")
             for tool in tools:
@@ -173,7 +173,7 @@ def _build(names: list[str], log: Path | None) -> None:
         print(f"built {wrapper} in {time.monotonic() - started:.0f}s", file=sys.stderr)
 
 
-def ensure(log: Path | None = None) -> dict[str, Path]:
+def ensure() -> dict[str, Path]:
     """Every binary's path, building the missing ones into the cache first."""
     found = locate()
     missing = [name for name, path in found.items() if path is None]
@@ -181,7 +181,7 @@ def ensure(log: Path | None = None) -> dict[str, Path]:
         with _build_lock():
             still_missing = [name for name in missing if not os.access(cached_path(name), os.X_OK)]
             if still_missing:
-                _build(still_missing, log)
+                _build(still_missing)
     return {name: path or cached_path(name) for name, path in found.items()}
 
 
