@@ -22,7 +22,7 @@ from webhook.admission import NodeGroup
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.errors import InvalidReference
-from webhook.findings import DENY, WARN, ImageResult
+from webhook.findings import DENY, ImageResult
 from webhook.policy import Policy
 from webhook.reference import parse
 from webhook.runtimes import Target
