@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from webhook.admission import Decision
+from webhook.audit import AuditReport
+from webhook.findings import DENY, WARN
 from webhook.registry import RequestEvent
 
 # Warm admissions take milliseconds, cold ones up to the resolution deadline (seconds).
@@ -62,6 +64,31 @@ class Metrics:
             ["host"],
             registry=self.registry,
         )
+        self.workload_findings = Gauge(
+            "pullcheck_workload_findings",
+            "Deny and warn findings of the last background audit: 1 per workload, image, code and severity.",
+            ["namespace", "kind", "name", "image", "code", "severity"],
+            registry=self.registry,
+        )
+        self.audit_completed = Gauge(
+            "pullcheck_audit_completed_timestamp_seconds",
+            "When the last background audit finished (Unix time).",
+            registry=self.registry,
+        )
+
+    def observe_audit(self, report: AuditReport) -> None:
+        """The background audit's hook: the gauge holds the last audit's deny and warn findings only."""
+        current = {
+            (w.namespace, w.kind, w.name, entry.result.image, f.code, f.severity)
+            for entry in report.entries
+            for f in entry.result.findings
+            if f.severity in (DENY, WARN)
+            for w in entry.workloads
+        }
+        self.workload_findings.clear()
+        for labels in current:
+            self.workload_findings.labels(*labels).set(1)
+        self.audit_completed.set_to_current_time()
 
     def observe_admission(self, kind: str, mode: str, decision: Decision, seconds: float) -> None:
         self.admission_seconds.labels(kind).observe(seconds)
