@@ -66,6 +66,7 @@ class Settings:
     kubeconfig: str | None = None  # read Nodes and pull secrets through this kubeconfig
     in_cluster: bool = False  # ... or through the Pod's service account
     watch_nodes: bool = True  # with cluster access: targets from the Nodes, else the policy's targets
+    audit_interval: float | None = None  # seconds between background audits; None: the policy's
     max_body_bytes: int = DEFAULT_MAX_BODY
     policy_interval: float = 2.0  # seconds between looks at the policy file
 
@@ -298,23 +299,35 @@ def create_app(settings: Settings) -> Flask:
             policy, network_guard=True, on_request=metrics.observe_request, on_cache=metrics.observe_cache
         )
 
+    checkers = CheckerPerRegistries(build_checker)
+    node_keyring = NodeKeyring(wiring.read_keyring)
     nodes: NodeSource | None = None
     pull_secrets: PullSecretSource | None = None
     if settings.kubeconfig or settings.in_cluster:
-        from webhook import kube
+        from webhook import audit, kube
 
         api = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
         pull_secrets = kube.PullSecrets(api)
-        if settings.watch_nodes:
-            view = kube.NodeView(api)
+        view = kube.NodeView(api) if settings.watch_nodes else None
+        if view is not None:
             view.start()
             nodes = view
+        audit.start_background_audit(
+            api,
+            policy=policy_file.current,
+            check_for=lambda policy: checkers(policy).check,
+            nodes=lambda: view.groups() if view is not None and view.wait_synced(30) else [],
+            pull_secrets=pull_secrets,
+            node_keyring=node_keyring,
+            on_report=metrics.observe_audit,
+            interval=settings.audit_interval,
+        )
     webhook = Webhook(
         policy_file.current,
-        CheckerPerRegistries(build_checker),
+        checkers,
         metrics,
         nodes=nodes,
         pull_secrets=pull_secrets,
-        node_keyring=NodeKeyring(wiring.read_keyring),
+        node_keyring=node_keyring,
     )
     return build_app(webhook, settings.max_body_bytes)

@@ -47,6 +47,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="judge against the policy's targets even when the cluster is readable (no Node access needed)",
     )
+    parser.add_argument(
+        "--audit-interval",
+        type=float,
+        metavar="S",
+        help="with cluster access, audit every workload every S seconds (0: never; default: the policy's "
+        "auditIntervalSeconds, else never)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--threads", type=int, default=16, help="concurrent requests per worker (default 16)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -78,6 +85,8 @@ def _serving_pair(args: argparse.Namespace) -> tuple[str, str]:
 def run(args: Any) -> int:
     if args.workers < 1 or args.threads < 1:
         raise ConfigError("--workers and --threads must be at least 1")
+    if args.audit_interval is not None and not (args.audit_interval == 0 or args.audit_interval >= 1):
+        raise ConfigError("--audit-interval must be 0 (no background audit) or at least 1 second")
     load_policy(args.config)  # a bad policy stops here, with one line per bad field
     cert_file, key_file = _serving_pair(args)
     settings = Settings(
@@ -85,6 +94,7 @@ def run(args: Any) -> int:
         kubeconfig=args.kubeconfig,
         in_cluster=args.in_cluster,
         watch_nodes=not args.static_targets,
+        audit_interval=args.audit_interval,
     )
     if settings.kubeconfig or settings.in_cluster:
         from webhook import kube
