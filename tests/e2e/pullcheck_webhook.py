@@ -60,19 +60,24 @@ class LocalWebhook:
                     records.append(record)
         return records
 
-    def wait_ready(self, ca_file: Path) -> None:
+    def wait_ready(self, ca_file: Path, server_name: str | None = None) -> None:
+        """Until /readyz answers 200, checking the certificate for `server_name` (default 127.0.0.1)."""
         trust = ssl.create_default_context(cafile=str(ca_file))
+        name = {"sni_hostname": server_name} if server_name else {}
         deadline = time.monotonic() + _START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"pullcheck serve exited {self.process.returncode}:\n{self.output()}")
-            try:
-                answer = httpx.get(f"https://127.0.0.1:{self.port}/readyz", verify=trust, timeout=2)
-                if answer.status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        with httpx.Client(verify=trust, timeout=2) as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise AssertionError(
+                        f"pullcheck serve exited {self.process.returncode}:\n{self.output()}"
+                    )
+                try:
+                    answer = http.get(f"https://127.0.0.1:{self.port}/readyz", extensions=name)
+                    if answer.status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
         raise AssertionError(f"pullcheck serve did not become ready:\n{self.output()}")
 
     def stop(self) -> None:
