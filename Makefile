@@ -8,7 +8,7 @@ APT_BINARIES := /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/ctr /usr/bin/h
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: all setup apt venv run test unit lint bench clean
+.PHONY: all setup apt venv binaries run test unit lint bench manifests demo clean
 
 all: test
 

@@ -9,10 +9,6 @@ import pytest
 from tests.e2e.harness import ControlPlane
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: runs against a real kube-apiserver and etcd (tests/e2e)")
-
-
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """etcd and kube-apiserver on 127.0.0.1, built or found by tests/e2e/build_binaries.py."""
