@@ -309,46 +309,50 @@ class Checker:
         return digest, document
 
     def _manifest(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> Document:
-        key = (ref.registry, ref.repository, digest)
-        cached = self._documents.get(key)
-        self._count("document", cached is not None)
-        if cached is not None:
-            return cached
-
-        def fetch() -> Document:
-            document = self.registry.get_manifest(ref, digest, keyring, deadline, digest)
-            self._documents.put(key, document)
-            return document
-
-        return self._flight.run(("manifest", key), fetch)
+        return self._cached(
+            self._documents,
+            "document",
+            (ref.registry, ref.repository, digest),
+            lambda: self.registry.get_manifest(ref, digest, keyring, deadline, digest),
+        )
 
     def _config(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> Document:
-        key = (ref.registry, ref.repository, digest)
-        cached = self._documents.get(key)
-        self._count("document", cached is not None)
-        if cached is not None:
-            return cached
-
-        def fetch() -> Document:
-            document = self.registry.get_blob(ref, digest, keyring, deadline)
-            self._documents.put(key, document)
-            return document
-
-        return self._flight.run(("blob", key), fetch)
+        return self._cached(
+            self._documents,
+            "document",
+            (ref.registry, ref.repository, digest),
+            lambda: self.registry.get_blob(ref, digest, keyring, deadline),
+        )
 
     def _blob_present(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> bool:
-        key = (ref.registry, ref.repository, digest)
-        cached = self._blobs.get(key)
-        self._count("blob", cached is not None)
+        return self._cached(
+            self._blobs,
+            "blob",
+            (ref.registry, ref.repository, digest),
+            lambda: self.registry.blob_exists(ref, digest, keyring, deadline),
+            ttl=lambda present: None if present else self.negative_ttl,
+        )
+
+    def _cached(
+        self,
+        cache: _Expiring[T],
+        name: str,
+        key: Hashable,
+        fetch: Callable[[], T],
+        ttl: Callable[[T], float | None] = lambda _: None,
+    ) -> T:
+        """The cached value, else one fetch shared by every concurrent caller, then cached."""
+        cached = cache.get(key)
+        self._count(name, cached is not None)
         if cached is not None:
             return cached
 
-        def ask() -> bool:
-            present = self.registry.blob_exists(ref, digest, keyring, deadline)
-            self._blobs.put(key, present, None if present else self.negative_ttl)
-            return present
+        def fetch_and_keep() -> T:
+            value = fetch()
+            cache.put(key, value, ttl(value))
+            return value
 
-        return self._flight.run(("exists", key), ask)
+        return self._flight.run((name, key), fetch_and_keep)
 
     def _selected_children(self, index: Document, targets: Sequence[Target]) -> list[str]:
         """The child digests that the targets' runtimes would pick from this index."""
