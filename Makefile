@@ -57,6 +57,9 @@ unit: venv
 bench: setup
 	$(BIN)/python -m bench.run
 
+bench-audit: setup
+	$(BIN)/python -m bench.audit
+
 # Plain YAML for kubectl users, rendered from the chart; tests/test_chart_render.py fails when they drift.
 manifests: binaries
 	$(BIN)/python scripts/render_manifests.py
