@@ -444,7 +444,15 @@ class LoudServe:
 
     The worker's threads, open file descriptors and peak memory are read from /proc."""
 
-    def __init__(self, workdir: Path, policy: Path, *args: str, dns: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        policy: Path,
+        *args: str,
+        dns: dict[str, str] | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
+        self.trusted = ca_file  # the CA of a --cert given in `args`; else the generated one
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.pki = workdir / f"pki-{self.port}"
@@ -457,7 +465,7 @@ class LoudServe:
 
     @property
     def ca_file(self) -> Path:
-        return self.pki / "ca.crt"
+        return self.trusted or self.pki / "ca.crt"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
