@@ -8,7 +8,7 @@ APT_BINARIES := /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/ctr /usr/bin/h
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: all setup apt venv binaries run test unit lint bench manifests demo clean
+.PHONY: all setup apt venv binaries run test unit lint bench soak manifests demo clean
 
 all: test
 
@@ -56,6 +56,10 @@ unit: venv
 # Prints throughput and latency of the served webhook against the local registry (no assertions).
 bench: setup
 	$(BIN)/python -m bench.run
+
+# Minutes of fixed-rate load on loopback; not part of `make test`.
+soak: setup
+	$(BIN)/python -m bench.soak
 
 bench-audit: setup
 	$(BIN)/python -m bench.audit
