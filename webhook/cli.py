@@ -7,7 +7,7 @@ import sys
 
 from webhook import __version__
 from webhook.commands import audit, certs, check, postrender, serve
-from webhook.errors import ConfigError
+from webhook.errors import PullcheckError
 
 USAGE_ERROR = 2
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status: int = args.run(args)
-    except ConfigError as exc:
+    except PullcheckError as exc:  # configuration, usage or a cluster that refused: one line, status 2
         print(f"pullcheck: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@
     ├── ConfigError            bad policy file, bad flag, bad docker config: one line naming the field
     ├── InvalidReference       (also a ValueError) the image string is not a valid reference
     ├── InvalidReview          the webhook's request body is not an AdmissionReview pullcheck answers
+    ├── ClusterError           the Kubernetes API refused or failed a request pullcheck needed
     └── RegistryError          the registry did not give us what the image needs; carries a finding code
         ├── NotFound               NOT_FOUND: the tag or manifest digest does not exist
         ├── MissingBlob            MISSING_BLOB: a config, layer or child manifest is absent
@@ -35,6 +36,10 @@ class InvalidReference(PullcheckError, ValueError):
 
 class InvalidReview(PullcheckError):
     """The body is not an AdmissionReview pullcheck can answer; the message says why, in one line."""
+
+
+class ClusterError(PullcheckError):
+    """The Kubernetes API refused or failed a request; the message names what was asked."""
 
 
 class RegistryError(PullcheckError):

@@ -15,7 +15,7 @@ import urllib3
 from kubernetes import client, config
 
 from webhook.admission import NodeGroup
-from webhook.errors import ConfigError
+from webhook.errors import ClusterError
 from webhook.kube.nodes import node_groups, node_key
 from webhook.workloads import Workload, workload_of
 
@@ -125,9 +125,9 @@ class ClusterReader:
         except client.ApiException as exc:
             if exc.status == _FORBIDDEN:
                 raise
-            raise ConfigError(f"cannot {what}: {_refusal(exc)}") from None
+            raise ClusterError(f"cannot {what}: {_refusal(exc)}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ConfigError(f"cannot {what}: {type(exc).__name__}: {exc}") from None
+            raise ClusterError(f"cannot {what}: {type(exc).__name__}: {exc}") from None
 
     def _list(self, kind: _Kind, namespace: str | None, into: Inventory) -> bool:
         """Add the kind's workloads of one namespace (None: all) to `into`; False when refused."""
@@ -149,11 +149,11 @@ class ClusterReader:
         return True
 
     def namespaces(self) -> list[str]:
-        """Every namespace's name; ConfigError when they cannot be listed."""
+        """Every namespace's name; ClusterError when they cannot be listed."""
         try:
             pages = self._call("list namespaces", lambda: list(self._pages(self._core.list_namespace)))
         except client.ApiException as exc:
-            raise ConfigError(f"cannot list namespaces ({_refusal(exc)}); name them with -n") from None
+            raise ClusterError(f"cannot list namespaces ({_refusal(exc)}); name them with -n") from None
         return sorted(str(item["metadata"]["name"]) for page in pages for item in page.get("items") or [])
 
     def workloads(self, namespaces: Sequence[str] | None) -> Inventory:

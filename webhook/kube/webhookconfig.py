@@ -13,14 +13,14 @@ from typing import Any
 
 from kubernetes import client
 
-from webhook.errors import ConfigError
+from webhook.errors import ClusterError
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"  # noqa: S105 - a type name, not a password
 _CONFLICT_RETRIES = 5
 
 
-def _failure(what: str, exc: client.ApiException) -> ConfigError:
-    return ConfigError(f"cannot {what}: HTTP {exc.status} {exc.reason}")
+def _failure(what: str, exc: client.ApiException) -> ClusterError:
+    return ClusterError(f"cannot {what}: HTTP {exc.status} {exc.reason}")
 
 
 def read_tls_secret(api: client.ApiClient, namespace: str, name: str) -> dict[str, bytes] | None:
@@ -79,4 +79,4 @@ def patch_ca_bundle(api: client.ApiClient, configuration: str, ca_pem: bytes) ->
         except client.ApiException as exc:
             if exc.status != 409:
                 raise _failure(what, exc) from None
-    raise ConfigError(f"cannot {what}: it kept changing under us")
+    raise ClusterError(f"cannot {what}: it kept changing under us")
