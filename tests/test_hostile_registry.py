@@ -412,7 +412,7 @@ def test_the_webhook_answers_every_hostile_image_in_time_and_comes_back_to_basel
             _round(webhook, server, expected, round_number)
         assert _settled(webhook.threads, threads) == threads
         assert _settled(webhook.sockets, sockets) <= sockets
-        # Eight more 100 MB manifests and 50 MB bombs came and went; the worker kept a few MiB at most.
+        # Four more 100 MB manifests and 50 MB bombs came and went; the worker kept a few MiB at most.
         assert webhook.memory_kib() - memory < 32 * 1024
         assert webhook.process.poll() is None
         assert webhook.refused_connects() == []
