@@ -214,3 +214,30 @@ def test_deadline_answers_for_a_registry_that_hangs() -> None:
         checker.close()
     assert {f.code for f in result.findings} == {"REGISTRY_UNREACHABLE"}
     assert result.verdict == "warn"
+
+
+def test_an_admission_of_hanging_images_does_not_starve_another() -> None:
+    """Twenty images from a registry that hangs hold no threads another admission needs."""
+    release = threading.Event()
+    healthy_barrier = threading.Barrier(2, timeout=10)
+    healthy, images = _manifest_transport(2, healthy_barrier)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "hanging.test":
+            release.wait(10)
+            return httpx.Response(500)
+        return healthy.handle_request(request)
+
+    checker = Checker(RegistryClient(transport=httpx.MockTransport(handler)), workers=4)
+    hanging = [f"hanging.test/app{n}:v1" for n in range(20)]
+    stuck = threading.Thread(
+        target=checker.check, args=(hanging, TARGETS, Policy(), Keyring.empty(), Deadline(8))
+    )
+    try:
+        stuck.start()
+        results = checker.check(list(images), TARGETS, Policy(), Keyring.empty(), Deadline(5))
+    finally:
+        release.set()
+        stuck.join()
+        checker.close()
+    assert [r.verdict for r in results] == ["allow", "allow"]

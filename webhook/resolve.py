@@ -151,9 +151,9 @@ class Checker:
         self.tag_ttl = tag_ttl
         self.negative_ttl = negative_ttl
         self._on_cache = on_cache
-        # Two pools so that image tasks never wait on a pool they occupy themselves.
-        self._images = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pullcheck-image")
-        self._fetches = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pullcheck-fetch")
+        # Threads per call, not one shared pool: an admission full of images from a registry that hangs
+        # must not leave another admission waiting for threads until its own deadline.
+        self.workers = workers
         self._documents: _Expiring[Document] = _Expiring(cache_size)  # by registry, repository, digest
         self._blobs: _Expiring[bool] = _Expiring(cache_size * 8)  # layer presence
         self._tags: _Expiring[str | Problem] = _Expiring(cache_size)  # tag/digest -> digest, per keyring
@@ -161,8 +161,6 @@ class Checker:
         self._flight = _SingleFlight()
 
     def close(self) -> None:
-        self._images.shutdown(wait=False, cancel_futures=True)
-        self._fetches.shutdown(wait=False, cancel_futures=True)
         self.registry.close()
 
     # -- public ------------------------------------------------------------------------------------
@@ -200,9 +198,11 @@ class Checker:
         keyring: Keyring,
         deadline: Deadline,
     ) -> dict[str, ImageResult]:
+        pool = ThreadPoolExecutor(
+            max_workers=min(len(images), self.workers), thread_name_prefix="pullcheck-image"
+        )
         futures = {
-            image: self._images.submit(self._check_one, image, targets, policy, keyring, deadline)
-            for image in images
+            image: pool.submit(self._check_one, image, targets, policy, keyring, deadline) for image in images
         }
         results: dict[str, ImageResult] = {}
         for image, future in futures.items():
@@ -213,6 +213,8 @@ class Checker:
                     "REGISTRY_UNREACHABLE", f"no answer within the {deadline.seconds:g}s deadline"
                 )
                 results[image] = self._result(image, None, Resolution(image, error=problem), targets, policy)
+        # Threads still reading end by themselves: every read they make is bounded by the deadline.
+        pool.shutdown(wait=False, cancel_futures=True)
         return results
 
     def _check_one(
@@ -421,12 +423,16 @@ class Checker:
         self._fetch_all(tasks, lambda task: task())
 
     def _fetch_all(self, items: Sequence[T], work: Callable[[T], None]) -> None:
-        """Run `work` over items on the fetch pool (inline for one) and wait for all of them."""
-        if len(items) == 1:
-            work(items[0])
+        """Run `work` over items, concurrently (inline for one), and wait for all of them."""
+        if len(items) <= 1:
+            for item in items:
+                work(item)
             return
-        for future in [self._fetches.submit(work, item) for item in items]:
-            future.result()
+        with ThreadPoolExecutor(
+            max_workers=min(len(items), self.workers), thread_name_prefix="pullcheck-fetch"
+        ) as pool:
+            for future in [pool.submit(work, item) for item in items]:
+                future.result()
 
     def _count(self, cache: str, hit: bool) -> None:
         if self._on_cache is not None:
