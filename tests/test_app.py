@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 
 from tests.harness.corpus import CorpusImage
 from tests.harness.registry import Registry
+from tests.harness.serving import local_registries, write_policy
 from webhook.admission import NodeGroup
 from webhook.app import Settings, Webhook, build_app, create_app
 from webhook.credentials import Keyring
@@ -351,13 +352,8 @@ def test_one_log_line_per_admission_without_credentials(caplog: pytest.LogCaptur
 # --- the real checker against the real registry ------------------------------------------------------
 
 
-def write_policy(path: Path, registry: Registry, **values: Any) -> str:
-    document = {
-        "registries": [{"host": registry.host, "insecure": True, "allowPrivateNetwork": True}],
-        **values,
-    }
-    path.write_text(yaml.safe_dump(document))
-    return str(path)
+def policy_for(path: Path, registry: Registry, **values: Any) -> str:
+    return str(write_policy(path, local_registries([registry.host]), **values))
 
 
 def real_app(policy_file: str, **settings: Any) -> Flask:
@@ -371,7 +367,7 @@ def test_real_registry_enforce_warn_audit(
     schema1, healthy = corpus["schema1_signed"].ref, corpus["oci_index"].ref
     outcomes = {}
     for mode in ("enforce", "warn", "audit"):
-        client = real_app(write_policy(tmp_path / f"{mode}.yaml", registry, mode=mode)).test_client()
+        client = real_app(policy_for(tmp_path / f"{mode}.yaml", registry, mode=mode)).test_client()
         outcomes[mode] = answer(client, review(schema1, healthy))
     assert outcomes["enforce"]["allowed"] is False
     assert f"{schema1}: SCHEMA1 fails on containerd 2.1" in outcomes["enforce"]["status"]["message"]
@@ -386,7 +382,7 @@ def test_real_registry_enforce_warn_audit(
 def test_real_registry_clean_pod_is_admitted_and_metrics_see_the_registry(
     tmp_path: Path, registry: Registry, corpus: dict[str, CorpusImage]
 ) -> None:
-    client = real_app(write_policy(tmp_path / "p.yaml", registry, mode="enforce")).test_client()
+    client = real_app(policy_for(tmp_path / "p.yaml", registry, mode="enforce")).test_client()
     body = review(corpus["oci"].ref, corpus["schema2"].ref, kind="Deployment")
     assert answer(client, body) == {"uid": UID, "allowed": True}
     assert answer(client, copy.deepcopy(body)) == {"uid": UID, "allowed": True}
@@ -447,7 +443,7 @@ def test_examples_are_denied_warned_or_audited_as_the_mode_says(
     expected: dict[str, str],
 ) -> None:
     values = yaml.safe_load((EXAMPLES / policy_name).read_text()) if policy_name else {}
-    client = real_app(write_policy(tmp_path / "policy.yaml", registry, **values)).test_client()
+    client = real_app(policy_for(tmp_path / "policy.yaml", registry, **values)).test_client()
     seen = {}
     for name in expected:
         text = (EXAMPLES / f"{name}.json").read_text()

@@ -18,6 +18,7 @@ from tests.harness import hostile
 from tests.harness.hostile import HostileServer, LoudServe, small_manifest
 from tests.harness.pki import CertificateAuthority
 from tests.harness.registry import Registry
+from tests.harness.serving import write_policy
 from webhook.app import Webhook, build_app
 from webhook.credentials import Keyring
 from webhook.metrics import Metrics
@@ -94,7 +95,7 @@ def test_credentials_reach_only_their_registry_and_appear_nowhere(
     docker_config.write_text(json.dumps({"auths": auths}))
     reachable = {"insecure": True, "allowPrivateNetwork": True}
     tls = {"caFile": str(test_ca.ca_file), "allowPrivateNetwork": True}
-    policy = hostile.write_policy(
+    policy = write_policy(
         tmp_path / "policy.yaml",
         [{"host": server.host, **reachable} for server in (*registries.values(), elsewhere)]
         + [{"host": f"127.0.0.1:{realm_port}", **tls}, {"host": f"localhost:{realm_port}", **tls}],

@@ -23,6 +23,7 @@ import pytest
 from tests.harness import hostile
 from tests.harness.hostile import HostileServer, LoudServe, small_manifest
 from tests.harness.pki import CertificateAuthority
+from tests.harness.serving import write_policy
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.findings import ImageResult
@@ -396,7 +397,7 @@ def _settled(read: Any, limit: int, seconds: float = 15.0) -> int:
 def test_the_webhook_answers_every_hostile_image_in_time_and_comes_back_to_baseline(tmp_path: Path) -> None:
     server = HostileServer()
     expected = _hostile_routes(server)
-    policy = hostile.write_policy(
+    policy = write_policy(
         tmp_path / "policy.yaml",
         [{"host": server.host, "insecure": True, "allowPrivateNetwork": True}],
         mode="enforce",

@@ -17,6 +17,7 @@ import pytest
 
 from tests.harness import hostile
 from tests.harness.hostile import LoudServe
+from tests.harness.serving import write_policy
 
 DEADLINE = 1.5
 DNS = {
@@ -82,7 +83,7 @@ ELSEWHERE = [
 
 
 def _serve(tmp_path: Path, registries: list[dict[str, object]]) -> LoudServe:
-    policy = hostile.write_policy(
+    policy = write_policy(
         tmp_path / "policy.yaml",
         registries,
         mode="enforce",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import socket
 import ssl
@@ -13,95 +12,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.harness.corpus import CorpusImage
 from tests.harness.pki import CertificateAuthority
-from tests.harness.registry import Registry, free_port
+from tests.harness.registry import Registry
+from tests.harness.serving import Webhook, local_registries, post, review, trust, wait_for, write_policy
 
 pytestmark = pytest.mark.registry
-
-_START_SECONDS = 30.0
-_CHANGE_SECONDS = 20.0  # the policy file is looked at every 2 s
-_WEBHOOK_TIMEOUT = 10.0  # the apiserver's default timeoutSeconds
-
-
-def review(
-    *images: str, kind: str = "Pod", uid: str = "4f6e1c3a-0000-4000-8000-000000000001"
-) -> dict[str, Any]:
-    spec = {"containers": [{"name": f"c{n}", "image": image} for n, image in enumerate(images)]}
-    if kind == "Pod":
-        obj: dict[str, Any] = {"metadata": {"name": "p"}, "spec": spec}
-    elif kind == "CronJob":
-        obj = {"metadata": {"name": "w"}, "spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}}
-    else:
-        obj = {"metadata": {"name": "w"}, "spec": {"template": {"spec": spec}}}
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "apps", "version": "v1", "kind": kind},
-            "operation": "CREATE",
-            "namespace": "default",
-            "object": obj,
-        },
-    }
-
-
-def trust(ca_file: str | Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca_file))
-
-
-def write_policy(path: Path, hosts: list[str], **values: Any) -> Path:
-    registries = [{"host": host, "insecure": True, "allowPrivateNetwork": True} for host in hosts]
-    path.write_text(yaml.safe_dump({"registries": registries, **values}))
-    return path
-
-
-class Webhook:
-    """A `pullcheck serve` process; stderr (the JSON logs) goes to a file."""
-
-    def __init__(self, workdir: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
-        self.log = workdir / f"serve-{self.port}.log"
-        command = [sys.executable, "-m", "webhook", "serve", "--port", str(self.port), *args]
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def ca_file(self) -> Path:
-        match = re.search(r"CA at (\S+)", self.output())
-        assert match, self.output()
-        return Path(match.group(1))
-
-    def wait_ready(self, ca_file: str | Path) -> None:
-        deadline = time.monotonic() + _START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"pullcheck serve exited {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", verify=trust(ca_file), timeout=2).status_code == 200:
-                    return
-            except (httpx.TransportError, OSError):  # the CA file may not be written yet
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"pullcheck serve did not become ready:\n{self.output()}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture
@@ -116,21 +36,6 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Webhook]]:
     yield launch
     for webhook in started:
         webhook.stop()
-
-
-def post(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    response = client.post("/validate", json=body, timeout=_WEBHOOK_TIMEOUT)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()["response"]
-    return answer
-
-
-def wait_for(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + _CHANGE_SECONDS
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen")
-        time.sleep(0.3)
 
 
 def test_zero_configuration_serves_https_with_a_printed_ca(
@@ -185,7 +90,7 @@ def test_bad_policy_and_half_a_key_pair_exit_2_with_one_line(tmp_path: Path) -> 
 def test_modes_kinds_and_policy_reload_against_the_registry(
     tmp_path: Path, start: Callable[..., Webhook], registry: Registry, corpus: dict[str, CorpusImage]
 ) -> None:
-    policy = write_policy(tmp_path / "policy.yaml", [registry.host], mode="enforce")
+    policy = write_policy(tmp_path / "policy.yaml", local_registries([registry.host]), mode="enforce")
     webhook = start("--config", str(policy), "--cert-dir", str(tmp_path / "pki"))
     ca = str(tmp_path / "pki" / "ca.crt")
     webhook.wait_ready(ca)
@@ -198,17 +103,18 @@ def test_modes_kinds_and_policy_reload_against_the_registry(
             assert f"{schema1}: SCHEMA1 fails on containerd 2.1" in denied["status"]["message"]
         assert post(client, review(healthy)) == {"uid": review()["request"]["uid"], "allowed": True}
 
-        write_policy(policy, [registry.host], mode="warn")
+        write_policy(policy, local_registries([registry.host]), mode="warn")
         wait_for(lambda: post(client, review(schema1))["allowed"], "the switch to warn mode")
         warned = post(client, review(schema1))
         assert any(w.startswith(f"{schema1}: SCHEMA1 fails") for w in warned["warnings"])
 
-        write_policy(policy, [registry.host], mode="audit")
+        write_policy(policy, local_registries([registry.host]), mode="audit")
         wait_for(lambda: "warnings" not in post(client, review(schema1)), "the switch to audit mode")
         audited = post(client, review(schema1))
         assert audited["allowed"] is True and audited["auditAnnotations"]["verdict"] == "deny"
 
-        write_policy(policy, [registry.host], mode="shout")  # a bad change keeps the last good policy
+        # A bad change keeps the last good policy.
+        write_policy(policy, local_registries([registry.host]), mode="shout")
         time.sleep(2.5)
         assert post(client, review(schema1))["auditAnnotations"]["verdict"] == "deny"
         assert webhook.process.poll() is None
@@ -283,7 +189,7 @@ def test_a_hanging_registry_yields_the_configured_outcome_in_time(
     try:
         policy = write_policy(
             tmp_path / "policy.yaml",
-            [hanging.host],
+            local_registries([hanging.host]),
             mode="enforce",
             onResolutionError=outcome,
             resolutionTimeoutSeconds=2,

@@ -18,7 +18,7 @@ from tests.e2e.harness import ControlPlane
 from tests.e2e.test_audit import plant
 from tests.harness.corpus import CorpusImage
 from tests.harness.registry import Registry
-from tests.test_serve import Webhook, trust, write_policy
+from tests.harness.serving import Webhook, local_registries, trust, write_policy
 from webhook.audit import AuditReport
 from webhook.kube.policyreport import PolicyReportWriter
 
@@ -188,7 +188,7 @@ def test_background_audit_writes_policy_reports_and_metrics(
         GROUP, VERSION, "default", "policyreports", stale
     )
     kubeconfig = _chart_identity(cluster, tmp_path)
-    policy = write_policy(tmp_path / "policy.yaml", [registry.host], mode="audit")
+    policy = write_policy(tmp_path / "policy.yaml", local_registries([registry.host]), mode="audit")
     webhook = Webhook(
         tmp_path, "--config", str(policy), "--cert-dir", str(tmp_path / "pki"),
         "--kubeconfig", str(kubeconfig), "--audit-interval", "2",

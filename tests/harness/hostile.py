@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from tests.harness.pki import KeyPair
 from tests.harness.registry import free_port
@@ -527,8 +526,3 @@ class LoudServe:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def write_policy(path: Path, registries: list[dict[str, Any]], **values: Any) -> Path:
-    path.write_text(yaml.safe_dump({"registries": registries, **values}))
-    return path
