@@ -241,3 +241,24 @@ def test_an_admission_of_hanging_images_does_not_starve_another() -> None:
         stuck.join()
         checker.close()
     assert [r.verdict for r in results] == ["allow", "allow"]
+
+
+def test_a_registry_that_refuses_head_is_asked_with_get() -> None:
+    """405 to HEAD (and a HEAD without Docker-Content-Digest) fall back to GET, as containerd does."""
+    barrier = threading.Barrier(1)
+    healthy, images = _manifest_transport(1, barrier)
+    methods: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        methods.append(f"{request.method} {request.url.path.split('/')[-2]}")
+        if request.method == "HEAD":
+            return httpx.Response(405)
+        return healthy.handle_request(request)
+
+    checker = Checker(RegistryClient(transport=httpx.MockTransport(handler)))
+    try:
+        [result] = checker.check(list(images), TARGETS, Policy(), Keyring.empty(), Deadline(10))
+    finally:
+        checker.close()
+    assert result.verdict == "allow" and result.digest == next(iter(images.values()))
+    assert methods[:2] == ["HEAD manifests", "GET manifests"]

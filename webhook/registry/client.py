@@ -76,6 +76,10 @@ class _CredentialRefused(Exception):
     """The token service refused one credential: the next one is tried (never leaves the client)."""
 
 
+class _HeadNotAllowed(RegistryUnreachable):
+    """405 to a HEAD: the registry only answers GET (never leaves the client)."""
+
+
 @dataclass(frozen=True)
 class ManifestHead:
     digest: str | None  # Docker-Content-Digest, validated (None when absent or malformed)
@@ -234,12 +238,16 @@ class RegistryClient:
 
         def head(endpoint: _Endpoint) -> ManifestHead:
             ask = _Ask(endpoint, ref.repository, "HEAD", path, "manifest", ", ".join(mt.MANIFEST_ACCEPT))
-            with self._exchange(ask, keyring, deadline) as response:
-                return ManifestHead(
-                    _valid_digest(response.headers.get("docker-content-digest")),
-                    mt.strip_parameters(response.headers.get("content-type")),
-                    _content_length(response.headers),
-                )
+            try:
+                with self._exchange(ask, keyring, deadline) as response:
+                    return ManifestHead(
+                        _valid_digest(response.headers.get("docker-content-digest")),
+                        mt.strip_parameters(response.headers.get("content-type")),
+                        _content_length(response.headers),
+                    )
+            except _HeadNotAllowed:
+                # As containerd does: no digest from a HEAD, so the caller GETs the manifest instead.
+                return ManifestHead(None, "", None)
 
         return self._from_mirror_or_registry(ref.registry, head)
 
@@ -409,6 +417,8 @@ class RegistryClient:
         what = f"{ask.where}: {ask.kind} {ask.path.split('/', 1)[1]}"
         if status == 404:
             return NotFound(f"{what} not found")
+        if status == 405 and ask.method == "HEAD":
+            return _HeadNotAllowed(f"{what}: {ask.endpoint.host} does not answer HEAD")
         if status == 429:
             wait = _retry_after(response.headers)
             hint = f" (retry after {wait:g}s)" if wait is not None else ""
