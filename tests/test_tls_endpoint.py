@@ -16,6 +16,7 @@ import pytest
 from tests.harness import hostile
 from tests.harness.hostile import LoudServe
 from tests.harness.pki import CertificateAuthority
+from tests.harness.serving import write_policy
 
 ROTATION_SECONDS = 20.0
 
@@ -25,7 +26,7 @@ def _serve(tmp_path: Path, ca: CertificateAuthority) -> tuple[LoudServe, Path, P
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     shutil.copy(pair.cert_file, cert)
     shutil.copy(pair.key_file, key)
-    policy = hostile.write_policy(tmp_path / "policy.yaml", [])
+    policy = write_policy(tmp_path / "policy.yaml", [])
     webhook = LoudServe(tmp_path, policy, "--cert", str(cert), "--key", str(key), ca_file=ca.ca_file)
     return webhook.wait_ready(), cert, key
 
