@@ -45,6 +45,7 @@ lint: venv
 	$(BIN)/ruff check webhook tests bench scripts
 	$(BIN)/ruff format --check webhook tests bench scripts
 	$(BIN)/mypy webhook
+	$(BIN)/mypy tests bench scripts
 	$(BIN)/lint-imports
 
 test: setup lint binaries

@@ -129,13 +129,14 @@ def main() -> int:
             with httpx.Client(base_url=url, verify=trust()) as client:
                 client.post("/validate", json=review(warm))  # warm means cached
 
-            counters = {"cold": iter(cold), "failing": iter(range(total)), "slow": iter(range(total))}
+            cold_images = iter(cold)
+            counters = {"failing": iter(range(total)), "slow": iter(range(total))}
 
             def image_for(kind: str) -> list[str]:
                 if kind == "warm":
                     return warm[:3]
                 if kind == "cold":
-                    return [next(counters["cold"])]
+                    return [next(cold_images)]
                 if kind == "failing":
                     return [registry.ref("soak/absent", f"t{next(counters['failing'])}")]
                 return [f"{slow.host}/slow/app:t{next(counters['slow'])}"]

@@ -32,7 +32,7 @@ def token_and_tag_costs(work: Path) -> Costs:
 
     try:
         image = registry.push_private_image()
-        policy = Policy(registries=(RegistryOptions(registry.host, ca_file=registry.ca_file),))
+        policy = Policy(registries=(RegistryOptions(registry.host, ca_file=str(registry.ca_file)),))
         auth = base64.b64encode(f"{registry.username}:{registry.password}".encode()).decode()
         keyring = Keyring.from_docker_config({"auths": {registry.host: {"auth": auth}}}, "bench secret")
         # A tag TTL of zero: the second check must prove the tag again, with the token it already has.

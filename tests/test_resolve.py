@@ -136,7 +136,9 @@ def test_access_is_proven_again_for_other_credentials(
 ) -> None:
     """A private image one namespace may read must not be judged from cache for another namespace."""
     image = htpasswd_registry.push_private_image()
-    policy = Policy(registries=(RegistryOptions(htpasswd_registry.host, ca_file=htpasswd_registry.ca_file),))
+    policy = Policy(
+        registries=(RegistryOptions(htpasswd_registry.host, ca_file=str(htpasswd_registry.ca_file)),)
+    )
     counting = Counting()
     checker = Checker(RegistryClient(policy.registries, on_request=counting), tag_ttl=60, negative_ttl=60)
     auth = base64.b64encode(f"{htpasswd_registry.username}:{htpasswd_registry.password}".encode()).decode()

@@ -151,7 +151,7 @@ def _chart_identity(cluster: ControlPlane, tmp_path: Path) -> Path:
 
 
 def _reports(cluster: ControlPlane) -> dict[str, dict[str, Any]]:
-    found = k8s.CustomObjectsApi(cluster.api_client).list_cluster_custom_object(
+    found: Any = k8s.CustomObjectsApi(cluster.api_client).list_cluster_custom_object(
         GROUP, VERSION, "policyreports"
     )
     return {item["metadata"]["namespace"]: item for item in found["items"]}
