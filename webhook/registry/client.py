@@ -646,7 +646,7 @@ class RegistryClient:
         remaining: str | None = None
         try:
             with self._mapped_errors(ask.where, _netloc(url), deadline), deadline_scope(deadline):
-                response = self._transport(options).handle_request(request)
+                response = _handle_on_a_sound_connection(self._transport(options), request)
             response.request = request
             status, remaining = response.status_code, response.headers.get("ratelimit-remaining")
             return response
@@ -732,6 +732,20 @@ class RegistryClient:
         if wanted is not None and digest != wanted:
             raise DigestMismatch(f"{what}: expected {wanted}, the bytes served hash to {digest}")
         return digest
+
+
+def _handle_on_a_sound_connection(transport: httpx.BaseTransport, request: httpx.Request) -> httpx.Response:
+    """Send `request`; a GET or HEAD that met a broken keep-alive connection is sent once more.
+
+    A registry that sent more bytes than it announced, or closed an idle connection, leaves a pooled
+    connection whose next answer is garbage or nothing; httpcore drops that connection on the protocol
+    error, so the second try goes out on a new one."""
+    try:
+        return transport.handle_request(request)
+    except httpx.RemoteProtocolError:
+        if request.method not in ("GET", "HEAD"):
+            raise
+        return transport.handle_request(request)
 
 
 def _same_authority(one: Challenge, other: Challenge) -> bool:
