@@ -111,6 +111,17 @@ def test_a_slow_or_broken_registry_is_unreachable_by_the_deadline(
     assert server.open_connections <= 1  # the client hung up on the stalled exchange
 
 
+def test_bytes_that_are_not_http_stay_out_of_the_messages(server: HostileServer) -> None:
+    def garbage(handler: hostile.Handler) -> None:
+        handler.wfile.write(b"EVIL-PAYLOAD \x1b[31m not a status line\r\n\r\n")
+        handler.close_connection = True
+
+    server.route("/v2/garbage/", garbage)
+    [result] = _check(server, "garbage/app:v1")
+    assert _codes(result) == {"REGISTRY_UNREACHABLE"}
+    assert all("EVIL" not in f.message and "valid HTTP" in f.message for f in result.findings)
+
+
 def test_a_content_length_shorter_than_the_body_spoils_no_other_answer(server: HostileServer) -> None:
     body = small_manifest()
     server.route("/v2/short/", hostile.document(body, length=len(body) - 10))

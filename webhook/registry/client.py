@@ -684,6 +684,9 @@ class RegistryClient:
             raise RegistryUnreachable(f"{where}: {host} timed out") from None
         except httpx.ConnectError as error:
             raise RegistryUnreachable(f"{where}: cannot connect to {host}: {_one_line(str(error))}") from None
+        except httpx.RemoteProtocolError:
+            # httpcore quotes the offending bytes; they are the registry's choice, so they stay out.
+            raise RegistryUnreachable(f"{where}: {host} did not answer with valid HTTP") from None
         except (httpx.HTTPError, httpx.InvalidURL) as error:
             detail = _one_line(str(error)) or type(error).__name__
             raise RegistryUnreachable(f"{where}: {host}: {detail}") from None
