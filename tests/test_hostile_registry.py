@@ -400,6 +400,19 @@ def _settled(read: Any, limit: int, seconds: float = 15.0) -> int:
     return int(value)
 
 
+def _steady(read: Any, seconds: float = 15.0) -> int:
+    """`read()` once it has stopped falling for a second (threads of timed-out admissions ending)."""
+    deadline = time.monotonic() + seconds
+    value = read()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        again = read()
+        if again >= value:
+            return int(value)
+        value = again
+    return int(value)
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads the worker's threads from /proc")
 def test_the_webhook_answers_every_hostile_image_in_time_and_comes_back_to_baseline(tmp_path: Path) -> None:
     server = HostileServer()
@@ -415,10 +428,12 @@ def test_the_webhook_answers_every_hostile_image_in_time_and_comes_back_to_basel
     try:
         webhook.wait_ready()
         _round(webhook, server, expected, 0)  # the pools grow to their size once
-        threads, sockets, memory = webhook.threads(), webhook.sockets(), webhook.memory_kib()
+        threads = _steady(webhook.threads)
+        sockets, memory = webhook.sockets(), webhook.memory_kib()
         for round_number in (1, 2):
             _round(webhook, server, expected, round_number)
-        assert _settled(webhook.threads, threads) == threads
+        # Threads of a timed-out admission end by themselves soon after its deadline: none may stay.
+        assert _settled(webhook.threads, threads) <= threads
         assert _settled(webhook.sockets, sockets) <= sockets
         # Four more 100 MB manifests and 50 MB bombs came and went; the worker kept a few MiB at most.
         assert webhook.memory_kib() - memory < 32 * 1024
