@@ -391,6 +391,17 @@ def test_foreign_layer_warns_and_is_not_required_in_the_registry() -> None:
         assert codes(image.judge(runtime)) == {"NONDISTRIBUTABLE_LAYER": WARN}
 
 
+def test_docker_engine_stacks_at_most_125_layers() -> None:
+    image = Image()
+    image.manifest(layers=[layer(n=n) for n in range(1, 127)])
+    [finding] = image.judge(DOCKER_27)
+    assert (finding.code, finding.severity) == ("UNSUPPORTED_LAYER", DENY) and "126 layers" in finding.message
+    assert image.judge(CONTAINERD_21) == [] and image.judge(CRIO) == []
+    image = Image()
+    image.manifest(layers=[layer(n=n) for n in range(1, 126)])
+    assert image.judge(DOCKER_27) == []
+
+
 # -- rootfs, blobs, sizes -----------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from webhook.runtimes import Runtime, Target
 
 CONTAINERD_MANIFEST_CAP = 4_393_216  # core/remotes/docker/resolver.go: a typo'd 4 MiB, top-level only
 CRIO_MANIFEST_CAP = 4_194_304  # containers/image internal/iolimits: every manifest and the config
+DOCKER_MAX_LAYERS = 125  # Docker Engine's overlay2 limit; containerd has no fixed one
 
 _DISPLAY_NAMES = {"containerd": "containerd", "cri-o": "CRI-O", "docker": "Docker"}
 _STRUCTURE_NAMES = {INDEX: "an index", MANIFEST: "an image manifest", SCHEMA1: "a schema 1 manifest"}
@@ -247,6 +248,11 @@ class _Judge:
             )
         layers = descriptors(body, "layers")
         self.layers(layers, is_oci)
+        if self.runtime.kind == "docker" and len(layers) > DOCKER_MAX_LAYERS:
+            self.add(
+                "UNSUPPORTED_LAYER",
+                f"{len(layers)} layers, more than the {DOCKER_MAX_LAYERS} Docker Engine can stack",
+            )
         config = self.config(config_desc["digest"])
         if config is None:
             return
