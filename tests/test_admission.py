@@ -321,7 +321,7 @@ def test_where_counts_nodes_per_runtime() -> None:
     assert admission.where(deny[:1], GROUPS) == "on 3 nodes running containerd 2.1 (linux/amd64)"
     amd_only = [GROUPS[0], GROUPS[2]]
     assert admission.where(deny, amd_only) == "on 3 nodes running containerd 2.1"
-    assert admission.where(list(result.findings), amd_only) == "on 7 nodes running containerd 2.1, cri-o 1.33"
+    assert admission.where(list(result.findings), amd_only) == "on 7 nodes: 3 containerd 2.1, 4 CRI-O 1.33"
 
 
 def test_where_without_node_counts_names_the_runtimes() -> None:
@@ -341,10 +341,10 @@ def test_enforce_denies_with_image_code_nodes_and_remedy() -> None:
     # warn findings still reach the user, deny ones are in the message instead
     old, secret = decision.warnings
     assert old.startswith(
-        "registry.example/old:1: SCHEMA1 warns on 4 nodes running cri-o 1.33 (linux/amd64); rebuild"
+        "registry.example/old:1: SCHEMA1 warns on 4 nodes running CRI-O 1.33 (linux/amd64); rebuild"
     )
     assert secret.startswith(
-        "registry.example/secret:1: ENCRYPTED_LAYER warns on 9 nodes running containerd 2.1"
+        "registry.example/secret:1: ENCRYPTED_LAYER warns on 9 nodes: 5 containerd 2.1, 4 CRI-O 1.33;"
     )
     assert old.endswith(" Docker or...")  # cut between words
     assert decision.verdicts == {
@@ -383,7 +383,7 @@ def test_audit_admits_silently_with_annotations() -> None:
             "verdict": DENY,
             "findings": {
                 "SCHEMA1": "deny on 5 nodes running containerd 2.1; "
-                "warn on 4 nodes running cri-o 1.33 (linux/amd64)"
+                "warn on 4 nodes running CRI-O 1.33 (linux/amd64)"
             },
         }
     ]
@@ -396,7 +396,7 @@ def test_info_findings_only_reach_the_audit_annotations() -> None:
     decision = admission.decide([result], GROUPS, "warn")
     assert decision.allowed and decision.warnings == () and decision.codes == ()
     assert json.loads(decision.audit_annotations["images"])[0]["findings"] == {
-        "SHORT_NAME": "info on 9 nodes running containerd 2.1, cri-o 1.33"
+        "SHORT_NAME": "info on 9 nodes: 5 containerd 2.1, 4 CRI-O 1.33"
     }
 
 

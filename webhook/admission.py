@@ -296,11 +296,6 @@ def targets_of(groups: Iterable[NodeGroup]) -> list[Target]:
 # --- the answer ------------------------------------------------------------------------------------
 
 
-def _runtime_name(target: Target) -> str:
-    major, minor, _ = target.runtime.version
-    return f"{target.runtime.kind} {major}.{minor}"
-
-
 def _concerns(finding: Finding, target: Target) -> bool:
     if not finding.runtime:
         return True
@@ -320,15 +315,23 @@ def where(findings: Sequence[Finding], groups: Sequence[NodeGroup]) -> str:
     hit = [g for g in groups if any(_concerns(f, g.target) for f in findings)]
     if not hit:
         return "on every target"
-    runtimes = ", ".join(dict.fromkeys(_runtime_name(g.target) for g in hit))
     platforms = list(dict.fromkeys(str(g.target.platform) for g in hit))
     narrower = set(platforms) < {str(g.target.platform) for g in groups}
     on_platforms = f" ({', '.join(platforms)})" if narrower else ""
-    counted = [g.nodes for g in hit if g.nodes is not None]
-    if counted:
-        total = sum(counted)
-        return f"on {total} node{'s' if total != 1 else ''} running {runtimes}{on_platforms}"
-    return f"on {runtimes}{on_platforms}"
+    nodes: dict[str, int] = {}
+    for group in hit:
+        if group.nodes is not None:
+            name = group.target.runtime.display_name
+            nodes[name] = nodes.get(name, 0) + group.nodes
+    if not nodes:
+        runtimes = ", ".join(dict.fromkeys(g.target.runtime.display_name for g in hit))
+        return f"on {runtimes}{on_platforms}"
+    total = sum(nodes.values())
+    if len(nodes) == 1:
+        return f"on {total} node{'s' if total != 1 else ''} running {next(iter(nodes))}{on_platforms}"
+    # Counted per runtime, so that a warning cut at 120 characters never suggests one runtime for all.
+    per_runtime = ", ".join(f"{count} {name}" for name, count in nodes.items())
+    return f"on {total} nodes: {per_runtime}{on_platforms}"
 
 
 def _short_image(image: str) -> str:

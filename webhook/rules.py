@@ -29,7 +29,6 @@ CONTAINERD_MANIFEST_CAP = 4_393_216  # core/remotes/docker/resolver.go: a typo'd
 CRIO_MANIFEST_CAP = 4_194_304  # containers/image internal/iolimits: every manifest and the config
 DOCKER_MAX_LAYERS = 125  # Docker Engine's overlay2 limit; containerd has no fixed one
 
-_DISPLAY_NAMES = {"containerd": "containerd", "cri-o": "CRI-O", "docker": "Docker"}
 _STRUCTURE_NAMES = {INDEX: "an index", MANIFEST: "an image manifest", SCHEMA1: "a schema 1 manifest"}
 
 
@@ -86,8 +85,7 @@ class _Judge:
 
     @property
     def runtime_name(self) -> str:
-        major, minor, _ = self.runtime.version
-        return f"{_DISPLAY_NAMES[self.runtime.kind]} {major}.{minor}"
+        return self.runtime.display_name
 
     def run(self, unqualified: bool) -> list[Finding]:
         if unqualified:

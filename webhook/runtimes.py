@@ -9,6 +9,7 @@ from webhook import platforms
 from webhook.platforms import Platform
 
 KINDS = ("containerd", "cri-o", "docker")
+_DISPLAY_NAMES = {"containerd": "containerd", "cri-o": "CRI-O", "docker": "Docker"}
 _RUNTIME = re.compile(r"^(?P<kind>[a-z-]+)://v?(?P<version>\d+(?:\.\d+){0,2})(?P<suffix>[-+.~\w]*)$")
 
 
@@ -23,6 +24,11 @@ class Runtime:
 
     def at_least(self, major: int, minor: int = 0) -> bool:
         return self.version[:2] >= (major, minor)
+
+    @property
+    def display_name(self) -> str:
+        """For people: 'containerd 2.1', 'CRI-O 1.33', 'Docker 27.3'."""
+        return f"{_DISPLAY_NAMES[self.kind]} {self.version[0]}.{self.version[1]}"
 
 
 def parse_runtime(text: str) -> Runtime:
