@@ -18,6 +18,7 @@ import pytest
 from tests.harness import hostile
 from tests.harness.hostile import LoudServe
 from tests.harness.serving import write_policy
+from tests.harness.sinks import accepted, loopback_sink
 
 DEADLINE = 1.5
 DNS = {
@@ -30,22 +31,9 @@ DNS = {
 
 @pytest.fixture
 def sink() -> Iterator[socket.socket]:
-    """A listener on 127.0.0.1 that nobody must connect to."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
-    yield listener
-    listener.close()
-
-
-def _accepted(listener: socket.socket) -> int:
-    count = 0
-    while True:
-        try:
-            connection, _ = listener.accept()
-        except BlockingIOError:
-            return count
-        connection.close()
-        count += 1
+    """A listener on 127.0.0.1 that the guarded client must never connect to."""
+    with loopback_sink("127.0.0.1") as listener:
+        yield listener
 
 
 def _loopback_spellings(port: int) -> list[str]:
@@ -116,7 +104,7 @@ def test_every_spelling_of_a_guarded_address_is_blocked_without_a_connection(
     finally:
         webhook.stop()
     assert findings == {image: ["BLOCKED_REGISTRY"] for image in images}
-    assert _accepted(sink) == 0
+    assert accepted(sink) == 0
 
 
 def test_a_registry_the_policy_allows_is_reached_and_no_other(tmp_path: Path, sink: socket.socket) -> None:
@@ -139,5 +127,5 @@ def test_a_registry_the_policy_allows_is_reached_and_no_other(tmp_path: Path, si
         "10.0.0.1:5000/team/app:v1": ["REGISTRY_UNREACHABLE"],
         "10.0.0.2:5000/a:v1": ["BLOCKED_REGISTRY"],
     }
-    assert _accepted(sink) == 1
+    assert accepted(sink) == 1
     assert refused == ["LOUD-NETWORK: refused connect to 10.0.0.1"]

@@ -18,6 +18,7 @@ import pytest
 
 from tests.harness.images import make_layer
 from tests.harness.registry import Registry
+from tests.harness.sinks import accepted, loopback_sink
 from webhook import mediatypes as mt
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
@@ -476,24 +477,9 @@ def test_mirror_gets_only_the_mirrors_credentials() -> None:
 
 @pytest.fixture
 def sink() -> Iterator[socket.socket]:
-    """A listening socket on 127.0.0.2 that the guarded client must never connect to."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.2", 0))
-    listener.listen(8)
-    listener.setblocking(False)
-    yield listener
-    listener.close()
-
-
-def _connections(listener: socket.socket) -> int:
-    count = 0
-    while True:
-        try:
-            connection, _ = listener.accept()
-        except BlockingIOError:
-            return count
-        connection.close()
-        count += 1
+    """A listener on 127.0.0.2 that the guarded client must never connect to."""
+    with loopback_sink("127.0.0.2") as listener:
+        yield listener
 
 
 def _ref_at(host: str) -> ImageReference:
@@ -510,7 +496,7 @@ def test_guard_refuses_every_spelling_of_a_loopback_sink(sink: socket.socket, sp
     with pytest.raises(BlockedRegistry, match="loopback"):
         client.head_manifest(_ref_at(f"{spelling}:{port}"), "v1", Keyring.empty(), _deadline())
     client.close()
-    assert _connections(sink) == 0
+    assert accepted(sink) == 0
 
 
 def test_without_the_guard_the_sink_is_reached(sink: socket.socket) -> None:
@@ -520,7 +506,7 @@ def test_without_the_guard_the_sink_is_reached(sink: socket.socket) -> None:
     with pytest.raises(DeadlineExceeded):
         client.head_manifest(_ref_at(f"127.0.0.2:{port}"), "v1", Keyring.empty(), Deadline(0.5))
     client.close()
-    assert _connections(sink) == 1
+    assert accepted(sink) == 1
 
 
 class FakeDns:
@@ -569,7 +555,7 @@ def test_a_name_resolving_to_loopback_is_refused(sink: socket.socket, fake_dns: 
         RegistryClient(network_guard=True).head_manifest(
             _ref_at(f"registry.test:{port}"), "v1", Keyring.empty(), _deadline()
         )
-    assert _connections(sink) == 0
+    assert accepted(sink) == 0
 
 
 def test_any_blocked_address_refuses_the_name(fake_dns: FakeDns, no_connect: list[Any]) -> None:
