@@ -417,6 +417,27 @@ def test_identity_token_is_an_oauth_refresh_token() -> None:
     assert form["service"] == ["registry.example.com"]
 
 
+@pytest.mark.parametrize("status", [307, 308])
+def test_refresh_token_never_follows_a_redirect_to_another_origin(status: int) -> None:
+    fake = FakeTokenRegistry(token_field="access_token")
+    elsewhere: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "collector.example.net":
+            elsewhere.append(request)
+            return httpx.Response(200, json={"access_token": "stolen"})
+        if request.url.host == "auth.example.com":
+            return httpx.Response(status, headers={"Location": "https://collector.example.net/token"})
+        return fake.handler(request)
+
+    keyring = Keyring.from_docker_config(
+        {"auths": {"registry.example.com": {"identitytoken": "alice-refresh"}}}, "config.json"
+    )
+    with pytest.raises(RegistryUnreachable, match="refused a redirect"):
+        _get(RegistryClient(transport=httpx.MockTransport(handler)), keyring)
+    assert elsewhere == []
+
+
 def test_token_service_failure_is_unreachable() -> None:
     fake = FakeTokenRegistry(token_status=503)
     with pytest.raises(RegistryUnreachable, match="503"):

@@ -613,6 +613,12 @@ class RegistryClient:
                     f"{ask.where}: refused a redirect from {_netloc(url)} to plain http://{_netloc(target)}"
                 )
             if _origin(target) != _origin(url):
+                if content is not None and response.status_code in (307, 308):
+                    # The body goes along on 307/308, and a body here holds a refresh token.
+                    raise RegistryUnreachable(
+                        f"{ask.where}: refused a redirect of a request with a body from {_netloc(url)}"
+                        f" to {_netloc(target)}"
+                    )
                 authorization = None
             if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
                 method, content, headers = "GET", None, {}
