@@ -426,6 +426,16 @@ def test_many_warnings_stay_under_the_total_and_say_how_many_were_left_out() -> 
     assert warnings[-1].split()[1] == str(200 - kept)
 
 
+@pytest.mark.parametrize("ascii_images", range(28, 40))
+def test_a_last_warning_of_multibyte_characters_still_fits_the_total(ascii_images: int) -> None:
+    # A Pod's image is not validated by the apiserver: 120 characters of a warning can be 4 bytes each.
+    results = [encrypted(f"registry.example/team/app-{n:03}:1") for n in range(ascii_images)]
+    results.append(encrypted("\U0001f600" * 70))
+    warnings = admission.decide(results, GROUPS, "warn").warnings
+    assert sum(len(w.encode()) for w in warnings) < admission.WARNINGS_TOTAL
+    assert all(len(w) <= admission.WARNING_LENGTH for w in warnings)
+
+
 findings = st.builds(
     Finding,
     code=st.sampled_from(["SCHEMA1", "NOT_FOUND", "ENCRYPTED_LAYER", "UNAUTHORIZED"]),

@@ -400,13 +400,19 @@ def _warnings(
     unique = list(dict.fromkeys(lines))
     for position, line in enumerate(unique):
         rest = len(unique) - position
-        # Keep room for one more line of at most WARNING_LENGTH: the summary, or the last warning.
-        if rest > 1 and size + len(line.encode()) + WARNING_LENGTH >= WARNINGS_TOTAL:
-            kept.append(f"and {rest} more pullcheck warnings, see the audit annotations")
+        # Sizes in bytes: a line of 120 characters can take more than 120 bytes. A line that is not
+        # the last one leaves room for the summary of those after it.
+        after = len(_left_out(rest - 1).encode()) if rest > 1 else 0
+        if size + len(line.encode()) + after >= WARNINGS_TOTAL:
+            kept.append(_left_out(rest))
             break
         kept.append(line)
         size += len(line.encode())
     return kept
+
+
+def _left_out(count: int) -> str:
+    return f"and {count} more pullcheck warnings, see the audit annotations"
 
 
 def _audit_annotations(results: Sequence[ImageResult], groups: Sequence[NodeGroup]) -> dict[str, str]:
