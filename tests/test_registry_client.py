@@ -381,6 +381,14 @@ def test_429_is_not_retried_past_the_deadline() -> None:
     assert len(seen) == 1 and raised.value.retry_after == 3600
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "1\u00b9"])
+def test_retry_after_in_non_ascii_digits_is_no_hint(value: str) -> None:
+    handler, seen = _statuses(httpx.Response(429, headers=[(b"Retry-After", value.encode())]))
+    with pytest.raises(RateLimited) as raised:
+        _client(handler).get_manifest(REF, "v1", Keyring.empty(), _deadline())
+    assert len(seen) == 1 and raised.value.retry_after is None
+
+
 # ---- redirects ------------------------------------------------------------------------------------
 
 

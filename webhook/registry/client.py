@@ -67,6 +67,7 @@ _TOKEN_BODY_CAP = 1 << 20
 _MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes '²', which float() and int() refuse
 _USER_AGENT = "pullcheck (containerd-compatible registry client)"
 _RATE_LIMIT_PREFIXES = ("ratelimit-", "x-ratelimit-", "docker-ratelimit-")
 _T = TypeVar("_T")
@@ -152,7 +153,7 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 
 def _retry_after(headers: httpx.Headers) -> float | None:
     value = headers.get("retry-after", "").strip()
-    if value.isdigit():
+    if _DIGITS.fullmatch(value):
         return float(value)
     if not value:
         return None
@@ -175,7 +176,7 @@ def _rate_limit_headers(headers: httpx.Headers) -> dict[str, str]:
 
 def _content_length(headers: httpx.Headers) -> int | None:
     value = headers.get("content-length", "").strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if _DIGITS.fullmatch(value) else None
 
 
 def _valid_digest(text: str | None) -> str | None:
