@@ -137,3 +137,19 @@ def test_with_registries_replaces_same_host() -> None:
     policy = Policy(registries=(RegistryOptions("a:1", mirror="m"), RegistryOptions("b:1")))
     changed = policy.with_registries([RegistryOptions("a:1", insecure=True)])
     assert changed.registries == (RegistryOptions("b:1"), RegistryOptions("a:1", insecure=True))
+
+
+def test_a_policy_file_that_is_not_utf8_is_one_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(b"mode: w\xffarn\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_policy(str(path))
+
+
+def test_a_reload_that_is_not_utf8_keeps_the_last_good_policy(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("mode: enforce\n")
+    watched = PolicyFile(str(path), interval=0)
+    path.write_bytes(b"mode: w\xffarn\n")
+    os.utime(path, ns=(1, 1))
+    assert watched.current().mode == "enforce"

@@ -24,6 +24,8 @@ def load_policy(path: str | None) -> Policy:
             data = yaml.safe_load(handle)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the policy file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the policy file is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
