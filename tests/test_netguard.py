@@ -35,6 +35,11 @@ from webhook.netguard import blocked_reason, is_metadata_name, literal_blocked_r
         ("fd00:ec2::254", "cloud metadata"),
         ("[fd00:ec2::254]", "cloud metadata"),
         ("100.100.100.200", "cloud metadata"),
+        ("64:ff9b::a9fe:a9fe", "cloud metadata"),  # NAT64, well-known prefix
+        ("64:ff9b:1::a00:5", "reserved"),  # NAT64, local-use prefix (RFC 8215): any layout inside
+        ("64:ff9b:1:a9fe:a9:fe00::", "reserved"),
+        ("::ffff:0:7f00:1", "loopback"),  # IPv4-translated (SIIT)
+        ("::ffff:0:a9fe:a9fe", "cloud metadata"),
     ],
 )
 def test_blocked_addresses(address: str, reason: str) -> None:

@@ -31,9 +31,13 @@ _RANGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cgnat", ("100.64.0.0/10",)),
     ("multicast", ("224.0.0.0/4", "ff00::/8")),
     ("broadcast", ("255.255.255.255/32",)),
+    # NAT64 local-use (RFC 8215): a translator inside the network reaches the IPv4 address carried
+    # in one of several layouts.  Not globally reachable, though older Pythons call it global.
+    ("reserved", ("64:ff9b:1::/48",)),
 )
 _NETWORKS = tuple((reason, tuple(ipaddress.ip_network(n) for n in networks)) for reason, networks in _RANGES)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT (RFC 2765)
 _HEX_PART = re.compile(r"0[xX][0-9a-fA-F]*", re.ASCII)
 _OCTAL_PART = re.compile(r"0[0-7]*", re.ASCII)
 _DECIMAL_PART = re.compile(r"[1-9][0-9]*", re.ASCII)
@@ -80,14 +84,14 @@ def parse_address(text: str) -> Address | None:
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries (mapped, 6to4, NAT64, Teredo client, IPv4-compatible)."""
+    """The IPv4 address an IPv6 one carries (mapped, translated, 6to4, NAT64, Teredo, IPv4-compatible)."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in _NAT64:
+    if address in _NAT64 or address in _IPV4_TRANSLATED:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if int(address) >> 32 == 0 and int(address) > 1:  # deprecated IPv4-compatible ::a.b.c.d
         return ipaddress.IPv4Address(int(address))
