@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from webhook.credentials import Credential, Keyring, urls_match
 from webhook.errors import ConfigError
+from webhook.wiring import read_keyring
 
 
 def _auth(username: str, password: str) -> str:
@@ -186,6 +188,20 @@ def test_bad_entries_name_the_entry_never_the_secret(entry: Any) -> None:
     message = str(raised.value)
     assert "bad.example.com" in message and "secret team-a/regcred" in message
     assert "no-colon-here" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("key", ["[bad.example.com", "https://[::1/team"])
+def test_a_key_that_is_no_url_is_a_config_error(key: str) -> None:
+    with pytest.raises(ConfigError, match="not a registry location") as raised:
+        _keyring({key: {"username": "robot", "password": "s3cret-value"}}, source="secret team-a/regcred")
+    assert "s3cret-value" not in str(raised.value) and "secret team-a/regcred" in str(raised.value)
+
+
+def test_read_keyring_of_a_file_nested_too_deep(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text("[" * 100_000)
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        read_keyring(str(path))
 
 
 def test_auths_must_be_an_object() -> None:

@@ -41,6 +41,10 @@ def test_legacy_dockercfg_secret() -> None:
         secret("kubernetes.io/dockerconfigjson", ".dockercfg", AUTH),
         secret("kubernetes.io/dockerconfigjson", ".dockerconfigjson", b"s3cret-value not json"),
         secret("kubernetes.io/dockerconfigjson", ".dockerconfigjson", ["s3cret-value"]),
+        secret("kubernetes.io/dockerconfigjson", ".dockerconfigjson", b"[" * 100_000),
+        secret(
+            "kubernetes.io/dockerconfigjson", ".dockerconfigjson", {"auths": {"[bad": AUTH["registry.example"]}}
+        ),
         {
             "metadata": {"name": "regcred", "namespace": "team-a"},
             "type": "kubernetes.io/dockerconfigjson",

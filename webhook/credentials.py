@@ -183,7 +183,11 @@ class Keyring:
                 raise ConfigError(f"{source}: a registry key is empty")
             credential = _credential(location, entry, source)
             if credential is not None:
-                entries.append(_Entry(_normalise_key(location.strip()), credential))
+                try:
+                    key = _normalise_key(location.strip())
+                except ValueError:  # urlsplit: 'Invalid IPv6 URL'
+                    raise ConfigError(f"{source}: {location!r} is not a registry location") from None
+                entries.append(_Entry(key, credential))
         # Reverse lexical order puts 'quay.io/team' before 'quay.io' (the kubelet's "most specific").
         # The sort is stable, so entries of one key keep their file order.
         entries.sort(key=lambda e: e.key, reverse=True)

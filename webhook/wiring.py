@@ -22,7 +22,7 @@ def read_keyring(path: str | None) -> Keyring:
             data = json.load(handle)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the docker config: {exc.strerror or exc}") from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ConfigError(f"{path}: the docker config is not valid JSON") from None
     return Keyring.from_docker_config(data, source=f"docker config {path}")
 

@@ -43,7 +43,7 @@ def secret_keyring(secret: Mapping[str, Any]) -> Keyring:
     try:
         data = json.loads(base64.b64decode(encoded, validate=True))
         return Keyring.from_docker_config(data, source=f"pull secret {name}")
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         log.warning("pull secret %s does not hold a JSON docker config; ignored", name)
     except ConfigError as exc:
         log.warning("pull secret ignored: %s", exc)
