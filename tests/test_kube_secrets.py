@@ -22,6 +22,7 @@ def secret(kind: str, key: str, payload: Any, name: str = "regcred") -> dict[str
 
 
 AUTH = {"registry.example": {"username": "robot", "password": "s3cret-value"}}
+NOT_A_URL = {"auths": {"[bad": AUTH["registry.example"]}}
 
 
 def test_dockerconfigjson_secret() -> None:
@@ -42,9 +43,7 @@ def test_legacy_dockercfg_secret() -> None:
         secret("kubernetes.io/dockerconfigjson", ".dockerconfigjson", b"s3cret-value not json"),
         secret("kubernetes.io/dockerconfigjson", ".dockerconfigjson", ["s3cret-value"]),
         secret("kubernetes.io/dockerconfigjson", ".dockerconfigjson", b"[" * 100_000),
-        secret(
-            "kubernetes.io/dockerconfigjson", ".dockerconfigjson", {"auths": {"[bad": AUTH["registry.example"]}}
-        ),
+        secret("kubernetes.io/dockerconfigjson", ".dockerconfigjson", NOT_A_URL),
         {
             "metadata": {"name": "regcred", "namespace": "team-a"},
             "type": "kubernetes.io/dockerconfigjson",
