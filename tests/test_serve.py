@@ -87,6 +87,18 @@ def test_bad_policy_and_half_a_key_pair_exit_2_with_one_line(tmp_path: Path) -> 
     assert half.returncode == 2 and "--cert and --key" in half.stderr
 
 
+@pytest.mark.parametrize("port", ["0", "70000", "-1"])
+def test_a_port_out_of_range_exits_2_with_one_line(tmp_path: Path, port: str) -> None:
+    served = subprocess.run(
+        [sys.executable, "-m", "webhook", "serve", "--port", port, "--cert-dir", str(tmp_path / "pki")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode == 2 and "Traceback" not in served.stderr
+    assert served.stderr.strip().splitlines() == ["pullcheck: --port must be between 1 and 65535"]
+
+
 def test_modes_kinds_and_policy_reload_against_the_registry(
     tmp_path: Path, start: Callable[..., Webhook], registry: Registry, corpus: dict[str, CorpusImage]
 ) -> None:

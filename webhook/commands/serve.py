@@ -85,6 +85,8 @@ def _serving_pair(args: argparse.Namespace) -> tuple[str, str]:
 def run(args: Any) -> int:
     if args.workers < 1 or args.threads < 1:
         raise ConfigError("--workers and --threads must be at least 1")
+    if not 1 <= args.port <= 65535:
+        raise ConfigError("--port must be between 1 and 65535")
     if args.audit_interval is not None and not (args.audit_interval == 0 or args.audit_interval >= 1):
         raise ConfigError("--audit-interval must be 0 (no background audit) or at least 1 second")
     load_policy(args.config)  # a bad policy stops here, with one line per bad field
