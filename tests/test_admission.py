@@ -195,12 +195,6 @@ def test_malformed_reviews_raise_one_line(change: str) -> None:
     assert "\n" not in str(raised.value) and str(raised.value)
 
 
-def test_review_uid_of_a_refused_body() -> None:
-    assert admission.review_uid(_broken("unknown kind")) == "705ab4f5-6393-11e8-b7cc-42010a800002"
-    assert admission.review_uid(_broken("no uid")) is None
-    assert admission.review_uid("junk") is None
-
-
 # --- narrowing -------------------------------------------------------------------------------------
 
 

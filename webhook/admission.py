@@ -176,14 +176,6 @@ def parse_review(body: Any) -> Request:
     )
 
 
-def review_uid(body: Any) -> str | None:
-    """The request uid of a body parse_review refused, when it has one (to answer in kind)."""
-    if isinstance(body, Mapping) and isinstance(body.get("request"), Mapping):
-        uid = body["request"].get("uid")
-        return uid if isinstance(uid, str) and uid else None
-    return None
-
-
 # --- where the Pod may run -------------------------------------------------------------------------
 
 
