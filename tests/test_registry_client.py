@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -584,6 +585,29 @@ def test_the_checked_address_is_the_one_connected_to(fake_dns: FakeDns, no_conne
         )
     assert fake_dns.lookups == ["rebind.test"]
     assert [address[0] for address in no_connect] == ["93.184.216.34"]
+
+
+def test_a_lookup_that_hangs_ends_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch, no_connect: list[Any]
+) -> None:
+    # A name whose DNS server never answers: the resolver's own timeouts would outlast the deadline.
+    release = threading.Event()
+
+    def hanging(*args: Any, **kwargs: Any) -> Any:
+        release.wait(10)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeadlineExceeded, match="slow-dns.test"):
+            RegistryClient(network_guard=True).head_manifest(
+                _ref_at("slow-dns.test"), "v1", Keyring.empty(), Deadline(0.5)
+            )
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
+    assert no_connect == []
 
 
 @pytest.mark.parametrize(

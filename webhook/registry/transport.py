@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import threading
 import typing
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -45,10 +46,37 @@ def _bounded(timeout: float | None) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
+def _lookup(host: str, port: int) -> list[typing.Any]:
+    """getaddrinfo(), bounded by the active deadline: a DNS server that never answers holds the
+    resolver's own retries (seconds each), so the lookup runs on a thread of its own that is left to
+    finish by itself when the deadline comes first."""
+    deadline = _active_deadline.get()
+    if deadline is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    outcome: list[typing.Any] = []
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting thread below
+            outcome.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=look_up, name="pullcheck-dns", daemon=True).start()
+    if not done.wait(max(deadline.remaining(), _MIN_TIMEOUT)):
+        raise httpcore.ConnectTimeout(f"cannot resolve {host}: no answer within the deadline")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    answers: list[typing.Any] = outcome[0]
+    return answers
+
+
 def resolve(host: str, port: int) -> list[str]:
     """Every address `host` resolves to, in the resolver's order, without repeats."""
     try:
-        answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        answers = _lookup(host, port)
     except (socket.gaierror, UnicodeError) as error:
         raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from None
     addresses: list[str] = []
