@@ -153,3 +153,15 @@ def test_a_reload_that_is_not_utf8_keeps_the_last_good_policy(tmp_path: Path) ->
     path.write_bytes(b"mode: w\xffarn\n")
     os.utime(path, ns=(1, 1))
     assert watched.current().mode == "enforce"
+
+
+@pytest.mark.parametrize(
+    "text", ["auditIntervalSeconds: .inf", "auditIntervalSeconds: 1.0e+300", "resolutionTimeoutSeconds: .nan"]
+)
+def test_intervals_and_timeouts_are_finite(tmp_path: Path, text: str) -> None:
+    # An interval past threading.TIMEOUT_MAX reached Event.wait, which raised OverflowError: the audit
+    # thread died.
+    path = tmp_path / "p.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=text.split(":")[0]):
+        load_policy(str(path))

@@ -99,6 +99,17 @@ def test_a_port_out_of_range_exits_2_with_one_line(tmp_path: Path, port: str) ->
     assert served.stderr.strip().splitlines() == ["pullcheck: --port must be between 1 and 65535"]
 
 
+def test_an_infinite_audit_interval_exits_2_with_one_line(tmp_path: Path) -> None:
+    served = subprocess.run(
+        [sys.executable, "-m", "webhook", "serve", "--audit-interval", "inf", "--cert-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode == 2 and "Traceback" not in served.stderr
+    assert "--audit-interval must be" in served.stderr
+
+
 def test_modes_kinds_and_policy_reload_against_the_registry(
     tmp_path: Path, start: Callable[..., Webhook], registry: Registry, corpus: dict[str, CorpusImage]
 ) -> None:

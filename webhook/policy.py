@@ -7,6 +7,7 @@ policy serves `check`, `serve` and `audit`.
 from __future__ import annotations
 
 import fnmatch
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -188,7 +189,11 @@ class _PolicyReader:
     def interval(self, value: Any) -> float:
         if value is None:
             return 0.0
-        if isinstance(value, bool) or not isinstance(value, int | float) or not (value == 0 or value >= 60):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (value == 0 or 60 <= value <= threading.TIMEOUT_MAX)
+        ):
             self.error("auditIntervalSeconds", "must be 0 (no background audit) or at least 60 seconds")
             return 0.0
         return float(value)

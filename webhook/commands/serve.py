@@ -8,6 +8,7 @@ import ipaddress
 import os
 import sys
 import tempfile
+import threading
 from typing import Any
 
 from webhook import certs
@@ -87,7 +88,9 @@ def run(args: Any) -> int:
         raise ConfigError("--workers and --threads must be at least 1")
     if not 1 <= args.port <= 65535:
         raise ConfigError("--port must be between 1 and 65535")
-    if args.audit_interval is not None and not (args.audit_interval == 0 or args.audit_interval >= 1):
+    if args.audit_interval is not None and not (
+        args.audit_interval == 0 or 1 <= args.audit_interval <= threading.TIMEOUT_MAX
+    ):
         raise ConfigError("--audit-interval must be 0 (no background audit) or at least 1 second")
     load_policy(args.config)  # a bad policy stops here, with one line per bad field
     cert_file, key_file = _serving_pair(args)
