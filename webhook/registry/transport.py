@@ -142,11 +142,12 @@ class _Backend(httpcore.NetworkBackend):
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
         if not self._guard:
-            return _DeadlineStream(
-                self._sockets.connect_tcp(host, port, _bounded(timeout), local_address, socket_options)
-            )
+            # The lookup bounded here as well (socket.create_connection's own one is not).
+            addresses = [host] if parse_address(host) is not None else resolve(host, port)
+        else:
+            addresses = guarded_addresses(host, port)
         failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
-        for address in guarded_addresses(host, port):
+        for address in addresses:
             try:
                 stream = self._sockets.connect_tcp(
                     address, port, _bounded(timeout), local_address, socket_options
@@ -155,7 +156,7 @@ class _Backend(httpcore.NetworkBackend):
                 failure = error
                 continue
             return _DeadlineStream(stream)
-        assert failure is not None  # guarded_addresses never returns an empty list
+        assert failure is not None  # neither lookup returns an empty list
         raise failure
 
     def connect_unix_socket(
