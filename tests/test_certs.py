@@ -49,6 +49,26 @@ def test_unwritable_directory_is_a_configuration_error(tmp_path: Path) -> None:
         certs.issue(blocker / "pki")
 
 
+def test_a_planted_symlink_is_replaced_not_written_through(tmp_path: Path) -> None:
+    # The default directory is in the shared temporary directory: a file there may be a planted link.
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    folder = tmp_path / "pki"
+    folder.mkdir(mode=0o700)
+    (folder / "tls.key").symlink_to(victim)
+    files = certs.issue(folder)
+    assert victim.read_text() == "precious\n"
+    assert not files.key_file.is_symlink() and stat.S_IMODE(files.key_file.stat().st_mode) == 0o600
+
+
+def test_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    folder.chmod(0o777)
+    with pytest.raises(ConfigError, match="others can write"):
+        certs.issue(folder)
+
+
 def test_a_client_trusting_the_ca_completes_a_handshake_for_localhost(tmp_path: Path) -> None:
     files = certs.issue(tmp_path)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

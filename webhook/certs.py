@@ -6,9 +6,12 @@ what a client (curl, or the webhook configuration's caBundle) trusts.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
+import stat
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +50,34 @@ def _subject_alternative_names(hosts: Sequence[str]) -> x509.SubjectAlternativeN
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    # Create with the final mode, so a key is never readable by others, not even for a moment.
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-    os.chmod(path, mode)
+    # A new file (created private, so a key is never readable by others, not even for a moment) put in
+    # place by rename: a link planted under the final name is replaced, never written through.
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _private_folder(folder: Path) -> None:
+    """Create the folder, or accept an existing one only when it is ours and others cannot write to it
+    (the default one is in the shared temporary directory, where anyone may have made it first)."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.stat()
+    except OSError as exc:
+        raise ConfigError(
+            f"{folder}: cannot create the certificate directory: {exc.strerror or exc}"
+        ) from None
+    if info.st_uid != os.geteuid() or info.st_mode & stat.S_IWOTH:
+        raise ConfigError(
+            f"{folder}: the certificate directory belongs to another user or others can write to it"
+        )
 
 
 def issue(
@@ -61,12 +87,7 @@ def issue(
     if not hosts:
         raise ConfigError("a serving certificate needs at least one host name or address")
     folder = Path(directory)
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"{folder}: cannot create the certificate directory: {exc.strerror or exc}"
-        ) from None
+    _private_folder(folder)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("pullcheck CA")
@@ -117,7 +138,10 @@ def issue(
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write(files.key_file, key_pem, 0o600)
-    _write(files.cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    _write(files.ca_file, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    try:
+        _write(files.key_file, key_pem, 0o600)
+        _write(files.cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write(files.ca_file, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot write the certificate files: {exc.strerror or exc}") from None
     return files
