@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import yaml
 from kubernetes import client, config
 
 from webhook.errors import ConfigError
@@ -12,6 +13,7 @@ def api_client(
 ) -> client.ApiClient:
     """An API client; ConfigError (one line) when the credentials cannot be loaded."""
     configuration = client.Configuration()
+    where = "the in-cluster service account" if in_cluster else (kubeconfig or "the default kubeconfig")
     try:
         if in_cluster:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -20,6 +22,15 @@ def api_client(
                 config_file=kubeconfig, context=context, client_configuration=configuration
             )
     except (config.ConfigException, OSError, ValueError) as exc:
-        where = "the in-cluster service account" if in_cluster else (kubeconfig or "the default kubeconfig")
         raise ConfigError(f"cannot use {where} to reach the Kubernetes API: {exc}") from None
+    except yaml.YAMLError as exc:
+        # Not the parser's message: it may quote the line, and a kubeconfig line may hold a token.
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"cannot use {where} to reach the Kubernetes API: not valid YAML{line}") from None
+    except (TypeError, AttributeError, KeyError):
+        # The loader indexes the document without checking its shape first.
+        raise ConfigError(
+            f"cannot use {where} to reach the Kubernetes API: not a kubeconfig (unexpected structure)"
+        ) from None
     return client.ApiClient(configuration)
