@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 
 from webhook.errors import ConfigError
-from webhook.manifests import parse_manifests
+from webhook.manifests import STDIN, parse_manifests, read_text
 from webhook.workloads import objects_in, workload_of, workloads_in
 
 
@@ -120,3 +121,13 @@ def test_yaml_multi_document_and_json() -> None:
     assert [w.label for w in workloads_in(parse_manifests(as_json, "t"))] == ["Pod/b"]
     with pytest.raises(ConfigError, match=r"^m\.yaml: .* at line 2, column"):
         parse_manifests("kind: Pod\n  bad: [\n", "m.yaml")
+
+
+@pytest.mark.parametrize("errors", ["strict", "surrogateescape"])
+def test_standard_input_that_is_not_utf8_is_one_config_error(
+    monkeypatch: pytest.MonkeyPatch, errors: str
+) -> None:
+    stream = io.TextIOWrapper(io.BytesIO(b"kind: Pod\nmetadata: {name: \xff}\n"), "utf-8", errors=errors)
+    monkeypatch.setattr("sys.stdin", stream)
+    with pytest.raises(ConfigError, match="standard input: the manifests are not UTF-8 text"):
+        read_text(STDIN)

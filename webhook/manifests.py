@@ -36,7 +36,12 @@ def parse_manifests(text: str, source: str) -> list[Any]:
 def read_text(path: str) -> str:
     """A file's text, or standard input's for `-`."""
     if path == STDIN:
-        return sys.stdin.read()
+        try:
+            text = sys.stdin.read()
+            text.encode("utf-8")  # a stream decoding with surrogateescape lets bytes that are not UTF-8 in
+        except UnicodeError:
+            raise ConfigError("standard input: the manifests are not UTF-8 text") from None
+        return text
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
