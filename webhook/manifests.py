@@ -27,10 +27,14 @@ def parse_manifests(text: str, source: str) -> list[Any]:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         return [d for d in yaml.load_all(text, Loader=loader) if d is not None]  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML or JSON"
-        raise ConfigError(f"{source}: {problem}{where}") from None
+        raise ConfigError(f"{source}: {yaml_problem(exc, 'not valid YAML or JSON')}") from None
+
+
+def yaml_problem(error: yaml.YAMLError, fallback: str) -> str:
+    """What the YAML parser objects to and where, e.g. "found unexpected ':' at line 3, column 7"."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(error, 'problem', None) or fallback}{where}"
 
 
 def read_text(path: str) -> str:

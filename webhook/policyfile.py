@@ -10,6 +10,7 @@ import time
 import yaml
 
 from webhook.errors import ConfigError
+from webhook.manifests import yaml_problem
 from webhook.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,7 @@ def load_policy(path: str | None) -> Policy:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the policy file is not UTF-8 text") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{path}: {problem}{where}") from None
+        raise ConfigError(f"{path}: {yaml_problem(exc, 'not valid YAML')}") from None
     return Policy.from_mapping(data, source=path)
 
 

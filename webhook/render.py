@@ -6,7 +6,8 @@ import csv
 import io
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 from webhook.audit import AuditReport
@@ -46,11 +47,8 @@ def to_table(results: Sequence[ImageResult]) -> str:
     lines = [f"{'VERDICT':7}  {'IMAGE':{width}}  REASON"]
     for result in results:
         lines.append(f"{result.verdict.upper():7}  {result.image:{width}}  {reason(result)}".rstrip())
-    counts = {v: sum(1 for r in results if r.verdict == v) for v in (DENY, WARN, ALLOW)}
     noun = "image" if len(results) == 1 else "images"
-    lines.append(
-        f"{len(results)} {noun}: {counts[DENY]} denied, {counts[WARN]} warned, {counts[ALLOW]} allowed"
-    )
+    lines.append(f"{len(results)} {noun}: {_counts([r.verdict for r in results])}")
     return "\n".join(lines)
 
 
@@ -105,8 +103,9 @@ def audit_to_csv(report: AuditReport) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def _counts(verdicts: Mapping[str, str]) -> str:
-    counted = {v: sum(1 for x in verdicts.values() if x == v) for v in (DENY, WARN, ALLOW)}
+def _counts(verdicts: Iterable[str]) -> str:
+    """'2 denied, 0 warned, 5 allowed'."""
+    counted = Counter(verdicts)
     return f"{counted[DENY]} denied, {counted[WARN]} warned, {counted[ALLOW]} allowed"
 
 
@@ -120,8 +119,12 @@ def audit_summary(report: AuditReport) -> str:
             by_workload.setdefault(workload.label, []).append(entry.result.verdict)
     workloads = {k: worst(v) for k, v in by_workload.items()}
     images = {k: worst(v) for k, v in by_image.items()}
-    workload_part = f"{len(workloads)} workload{'' if len(workloads) == 1 else 's'}: {_counts(workloads)}"
-    return f"{workload_part}; {len(images)} image{'' if len(images) == 1 else 's'}: {_counts(images)}"
+    workload_part = (
+        f"{len(workloads)} workload{'' if len(workloads) == 1 else 's'}: {_counts(workloads.values())}"
+    )
+    return (
+        f"{workload_part}; {len(images)} image{'' if len(images) == 1 else 's'}: {_counts(images.values())}"
+    )
 
 
 def audit_to_table(report: AuditReport) -> str:
