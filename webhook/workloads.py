@@ -39,7 +39,12 @@ class Workload:
 
     @property
     def label(self) -> str:
-        return "/".join(part for part in (self.namespace, self.kind, self.name) if part)
+        return label_of(self.namespace, self.kind, self.name)
+
+
+def label_of(namespace: str, kind: str, name: str) -> str:
+    """`namespace/kind/name`, leaving out what is not known."""
+    return "/".join(part for part in (namespace, kind, name) if part)
 
 
 def objects_in(documents: Iterable[Any]) -> Iterator[Mapping[str, Any]]:
@@ -87,8 +92,7 @@ def workload_of(obj: Mapping[str, Any], kind: str | None = None) -> Workload | N
         pod_spec = pod_spec_of(kind, obj)
         images = tuple(dict.fromkeys(c.image for c in containers_of(pod_spec)))
     except InvalidReview as exc:
-        label = "/".join(p for p in (namespace, kind, name) if p)
-        raise ConfigError(f"{label}: {exc}") from None
+        raise ConfigError(f"{label_of(namespace, kind, name)}: {exc}") from None
     return Workload(
         namespace=namespace,
         kind=kind,
