@@ -1,4 +1,4 @@
-"""The Flask app: POST /validate (AdmissionReview), GET /healthz, /readyz and /metrics.
+"""The Flask app: POST /validate and /mutate (AdmissionReviews), GET /healthz, /readyz and /metrics.
 
 `create_app(settings)` builds everything from a Settings object; nothing is read at import time.
 `Webhook` is the judging part, with its collaborators passed in, so tests can give it their own.
@@ -11,14 +11,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from webhook import admission, wiring
+from webhook import admission, pinning, wiring
 from webhook.admission import Decision, NodeGroup, Request
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
@@ -194,6 +194,25 @@ class Webhook:
         decision = admission.decide(results, groups, policy.mode)
         return Outcome(req, policy.mode, decision, tuple(exempt), tuple(str(t) for t in targets))
 
+    def pins(self, req: Request) -> dict[str, str]:
+        """Image as written -> pinned to the digest judged, for each image of the request that the
+        policy's pinDigests rewrites. Judged like /validate judges it, through the same caches, so the
+        validating call that follows finds the pinned image already resolved."""
+        policy = self.policy()
+        if not policy.pin_digests or policy.exemptions.exempt_namespace(req.namespace):
+            return {}
+        images = [
+            image
+            for image in req.distinct_images
+            if pinning.pinnable(image) and not policy.exemptions.exempt_reference(image)
+        ]
+        if not images:
+            return {}
+        targets = admission.targets_of(self.groups(policy, req.pod_spec))
+        deadline = Deadline(policy.resolution_timeout)
+        results = self.checker(policy).check(images, targets, policy, self.keyring(policy, req), deadline)
+        return pinning.pins(results)
+
     def fallback(self, req: Request, error: Exception) -> Outcome:
         """When judging failed unexpectedly: the policy's onResolutionError outcome, said in one line."""
         policy = self.policy()
@@ -234,6 +253,20 @@ def _log_admission(outcome: Outcome, seconds: float) -> None:
     log.info("admission", extra={FIELDS: fields})
 
 
+def _log_mutation(req: Request, pinned: Mapping[str, str], seconds: float) -> None:
+    fields = {
+        "uid": req.uid,
+        "namespace": req.namespace,
+        "kind": req.kind,
+        "name": req.name,
+        "operation": req.operation,
+        "dryRun": req.dry_run,
+        "pinned": dict(pinned),
+        "durationMs": round(seconds * 1000, 2),
+    }
+    log.info("mutation", extra={FIELDS: fields})
+
+
 def build_app(webhook: Webhook, max_body_bytes: int = DEFAULT_MAX_BODY) -> Flask:
     """The Flask app around a Webhook."""
     app = Flask("webhook")
@@ -243,9 +276,8 @@ def build_app(webhook: Webhook, max_body_bytes: int = DEFAULT_MAX_BODY) -> Flask
     def http_error(error: HTTPException) -> Response:
         return _text(error.code or 500, error.description or error.name)
 
-    @app.post("/validate")
-    def validate() -> Response:
-        started = time.perf_counter()
+    def read_review() -> Request | Response:
+        """The request's AdmissionReview, or the error answer when the body is not one."""
         try:
             body = json.loads(request.get_data(cache=False))
         except RequestEntityTooLarge:
@@ -255,10 +287,17 @@ def build_app(webhook: Webhook, max_body_bytes: int = DEFAULT_MAX_BODY) -> Flask
             webhook.metrics.observe_invalid(400)
             return _text(400, "the body is not JSON")
         try:
-            req = admission.parse_review(body)
+            return admission.parse_review(body)
         except InvalidReview as exc:
             webhook.metrics.observe_invalid(400)
             return _text(400, f"not an AdmissionReview pullcheck can judge: {exc}")
+
+    @app.post("/validate")
+    def validate() -> Response:
+        started = time.perf_counter()
+        req = read_review()
+        if isinstance(req, Response):
+            return req
         try:
             outcome = webhook.judge(req)
         except Exception as exc:  # noqa: BLE001 - any bug still answers the apiserver, per policy
@@ -269,6 +308,24 @@ def build_app(webhook: Webhook, max_body_bytes: int = DEFAULT_MAX_BODY) -> Flask
         _log_admission(outcome, seconds)
         return Response(
             json.dumps(admission.response(req.api_version, req.uid, outcome.decision)),
+            mimetype="application/json",
+        )
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        started = time.perf_counter()
+        req = read_review()
+        if isinstance(req, Response):
+            return req
+        try:
+            pinned = webhook.pins(req)
+        except Exception as exc:  # noqa: BLE001 - pinning never blocks: the request goes on unpinned
+            log.error("pinning %s %s/%s failed", req.kind, req.namespace, req.name, exc_info=exc)
+            pinned = {}
+        operations = pinning.patch(req.kind, req.pod_spec, pinned)
+        _log_mutation(req, pinned, time.perf_counter() - started)
+        return Response(
+            json.dumps(pinning.mutation_response(req.api_version, req.uid, operations)),
             mimetype="application/json",
         )
 

@@ -70,6 +70,7 @@ class Policy:
     exemptions: Exemptions = field(default_factory=Exemptions)
     resolution_timeout: float = DEFAULT_RESOLUTION_TIMEOUT
     audit_interval: float = 0.0  # seconds between background audits in `pullcheck serve`; 0: none
+    pin_digests: bool = False  # POST /mutate pins each judged image to the digest it was judged at
 
     @staticmethod
     def from_mapping(data: Any, source: str = "policy") -> Policy:
@@ -110,6 +111,7 @@ _TOP_KEYS = {
     "exemptions",
     "resolutionTimeoutSeconds",
     "auditIntervalSeconds",
+    "pinDigests",
 }
 _REGISTRY_KEYS = {"host", "insecure", "caFile", "allowPrivateNetwork", "mirror", "tokenRealmHosts"}
 _EXEMPTION_KEYS = {"namespaces", "images", "registries"}
@@ -142,6 +144,7 @@ class _PolicyReader:
             exemptions=self.exemptions(data.get("exemptions")),
             resolution_timeout=self.timeout(data.get("resolutionTimeoutSeconds")),
             audit_interval=self.interval(data.get("auditIntervalSeconds")),
+            pin_digests=self.boolean(data.get("pinDigests"), "pinDigests"),
         )
         if self.errors:
             raise ConfigError(f"{self.source}: " + "; ".join(self.errors))

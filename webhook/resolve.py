@@ -308,6 +308,10 @@ class Checker:
         if ref.digest is not None and digest != ref.digest:
             raise _error_for(Problem("DIGEST_MISMATCH", f"the registry announced {digest} for {ref}"))
         self._tags.put(key, digest, self.tag_ttl)
+        if ref.digest is None:
+            # The tag's answer also proves the digest readable with this keyring: the same image pinned
+            # to it (by /mutate, then judged by /validate) is answered without asking again.
+            self._tags.put((ref.registry, ref.repository, digest, keyring.fingerprint), digest, self.tag_ttl)
         return digest, document
 
     def _manifest(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> Document:
