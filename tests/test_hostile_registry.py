@@ -28,8 +28,8 @@ from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.findings import ImageResult
 from webhook.policy import Policy, RegistryOptions
+from webhook.profiles import CONTAINERD_MANIFEST_CAP
 from webhook.registry import RegistryClient
-from webhook.registry.client import CONTAINERD_MANIFEST_CAP
 from webhook.resolve import Checker
 from webhook.runtimes import default_targets
 

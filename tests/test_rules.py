@@ -11,7 +11,8 @@ from webhook import mediatypes as mt
 from webhook.digests import digest_of
 from webhook.documents import Document, Problem, Resolution
 from webhook.findings import DENY, INFO, WARN, Finding, worst
-from webhook.rules import CONTAINERD_MANIFEST_CAP, CRIO_MANIFEST_CAP, effective_media_type, judge
+from webhook.profiles import CONTAINERD_MANIFEST_CAP, CRIO_MANIFEST_CAP, profile_of
+from webhook.rules import effective_media_type, judge
 from webhook.runtimes import parse_runtime, parse_target
 
 CONTAINERD_16 = "containerd://1.6.20"
@@ -500,7 +501,7 @@ def test_short_name_warns_on_crio_only() -> None:
 
 
 def test_effective_media_type() -> None:
-    containerd, crio = parse_runtime(CONTAINERD_21), parse_runtime(CRIO)
+    containerd, crio = profile_of(parse_runtime(CONTAINERD_21)), profile_of(parse_runtime(CRIO))
     assert effective_media_type("text/plain", containerd) == mt.DOCKER_SCHEMA1_SIGNED
     assert effective_media_type("application/json", containerd) == "application/json"
     assert effective_media_type("application/json", crio) == mt.DOCKER_SCHEMA1_SIGNED

@@ -6,8 +6,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.runtimes import Runtime
-
 DENY, WARN, INFO, ALLOW = "deny", "warn", "info", "allow"
 SEVERITIES = (DENY, WARN, INFO, ALLOW)  # ALLOW as a severity override drops the finding
 VERDICTS = (DENY, WARN, ALLOW)
@@ -16,7 +14,7 @@ _RANK = {ALLOW: 0, INFO: 0, WARN: 1, DENY: 2}
 # Codes of registry trouble; their severity is the policy's `onResolutionError`.
 RESOLUTION_CODES = frozenset({"UNAUTHORIZED", "REGISTRY_UNREACHABLE", "RATE_LIMITED", "BLOCKED_REGISTRY"})
 
-# Default severities; SCHEMA1 and MIXED_MEDIA_TYPES depend on the runtime (see default_severity).
+# Default severities; a runtime's profile changes some of them (webhook.profiles).
 DEFAULT_SEVERITY = {
     "SCHEMA1": DENY,
     "NO_MATCHING_PLATFORM": DENY,
@@ -64,22 +62,6 @@ REMEDY = {
     "RATE_LIMITED": "the registry is rate limiting; retry later or authenticate",
     "BLOCKED_REGISTRY": "this registry is not allowed by the pullcheck policy",
 }
-
-
-def default_severity(code: str, runtime: Runtime | None) -> str:
-    if runtime is not None and code == "SCHEMA1":
-        if runtime.kind == "containerd":
-            if runtime.at_least(2, 0):
-                return DENY
-            return WARN if runtime.at_least(1, 7) else INFO
-        if runtime.kind == "docker":
-            return DENY if runtime.at_least(26) else WARN
-        return WARN  # CRI-O still pulls schema 1, deprecated
-    if runtime is not None and code == "MIXED_MEDIA_TYPES" and runtime.kind != "cri-o":
-        return INFO
-    if code == "SHORT_NAME" and runtime is not None and runtime.kind != "cri-o":
-        return INFO
-    return DEFAULT_SEVERITY[code]
 
 
 @dataclass(frozen=True)

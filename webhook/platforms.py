@@ -152,6 +152,13 @@ def select_crio(entries: Sequence[Mapping[str, Any]], wanted: Platform) -> Mappi
     return None
 
 
+def select(
+    entries: Sequence[Mapping[str, Any]], wanted: Platform, selection: str
+) -> Mapping[str, Any] | None:
+    """The entry a runtime pulls, by its profile's `selection` ('fallback': containerd, 'exact': CRI-O)."""
+    return select_crio(entries, wanted) if selection == "exact" else select_containerd(entries, wanted)
+
+
 def runs_on(image: Platform, target: Platform) -> bool:
     """Whether a single-platform image (its config's os/architecture) can start on the target.
 

@@ -36,6 +36,7 @@ from webhook.errors import InvalidReference, NotFound, RegistryError
 from webhook.findings import ImageResult
 from webhook.mediatypes import is_nondistributable
 from webhook.policy import Policy
+from webhook.profiles import profile_for
 from webhook.reference import ImageReference, parse
 from webhook.rules import judge
 from webhook.runtimes import Target
@@ -365,8 +366,7 @@ class Checker:
         entries = descriptors(index.body, "manifests")
         chosen: dict[str, None] = {}
         for target in targets:
-            select = platforms.select_crio if target.runtime.kind == "cri-o" else platforms.select_containerd
-            entry = select(entries, target.platform)
+            entry = platforms.select(entries, target.platform, profile_for(target).selection)
             if entry is not None:
                 chosen[entry["digest"]] = None
         return list(chosen)

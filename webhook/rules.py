@@ -21,13 +21,10 @@ from webhook.documents import (
     descriptors,
     schema1_blobs,
 )
-from webhook.findings import DENY, INFO, WARN, Finding, default_severity
+from webhook.findings import DENY, WARN, Finding
 from webhook.platforms import Platform
-from webhook.runtimes import Runtime, Target
-
-CONTAINERD_MANIFEST_CAP = 4_393_216  # core/remotes/docker/resolver.go: a typo'd 4 MiB, top-level only
-CRIO_MANIFEST_CAP = 4_194_304  # containers/image internal/iolimits: every manifest and the config
-DOCKER_MAX_LAYERS = 125  # Docker Engine's overlay2 limit; containerd has no fixed one
+from webhook.profiles import Profile, profile_for
+from webhook.runtimes import Target
 
 _STRUCTURE_NAMES = {INDEX: "an index", MANIFEST: "an image manifest", SCHEMA1: "a schema 1 manifest"}
 
@@ -37,13 +34,11 @@ def judge(resolution: Resolution, target: Target, *, unqualified: bool = False) 
     return _Judge(resolution, target).run(unqualified)
 
 
-def effective_media_type(content_type: str, runtime: Runtime) -> str:
+def effective_media_type(content_type: str, profile: Profile) -> str:
     """The media type a runtime acts on, read from the Content-Type the registry served."""
-    if runtime.kind == "cri-o":
-        # containers/image NormalizedMIMEType: anything unrecognised is tried as signed schema 1.
-        return content_type if content_type in mt.MANIFEST_TYPES else mt.DOCKER_SCHEMA1_SIGNED
-    # containerd's getManifestMediaType: an empty or text/plain type is taken for schema 1.
-    if content_type in ("", "text/plain"):
+    if content_type in profile.schema1_content_types:
+        return mt.DOCKER_SCHEMA1_SIGNED
+    if profile.unknown_content_type_is_schema1 and content_type not in mt.MANIFEST_TYPES:
         return mt.DOCKER_SCHEMA1_SIGNED
     return content_type
 
@@ -63,25 +58,22 @@ class _Judge:
         self.resolution = resolution
         self.target = target
         self.runtime = target.runtime
+        self.profile = profile_for(target)
         self.findings: list[Finding] = []
 
     def add(self, code: str, message: str, severity: str | None = None) -> None:
         self.findings.append(
             Finding(
                 code=code,
-                severity=severity or default_severity(code, self.runtime),
+                severity=severity or self.profile.severity(code),
                 runtime=str(self.runtime),
                 platform=str(self.target.platform),
                 message=message,
             )
         )
 
-    def too_large(self, what: str, size: int, cap: int = CRIO_MANIFEST_CAP) -> None:
+    def too_large(self, what: str, size: int, cap: int) -> None:
         self.add("MANIFEST_TOO_LARGE", f"{what} is {size} bytes, over {self.runtime_name}'s limit of {cap}")
-
-    @property
-    def is_crio(self) -> bool:
-        return self.runtime.kind == "cri-o"
 
     @property
     def runtime_name(self) -> str:
@@ -89,7 +81,11 @@ class _Judge:
 
     def run(self, unqualified: bool) -> list[Finding]:
         if unqualified:
-            how = "resolved through the node's registries.conf" if self.is_crio else "taken as docker.io"
+            how = (
+                "resolved through the node's registries.conf"
+                if self.profile.short_names_from_node_config
+                else "taken as docker.io"
+            )
             self.add("SHORT_NAME", f"short name: {how}")
         resolution = self.resolution
         if resolution.error is not None:
@@ -103,11 +99,10 @@ class _Judge:
     # -- manifests -------------------------------------------------------------------------------
 
     def top_level(self, top: Document) -> None:
-        cap = CRIO_MANIFEST_CAP if self.is_crio else CONTAINERD_MANIFEST_CAP
-        if top.size > cap:
-            self.too_large("manifest", top.size, cap)
+        if top.size > self.profile.manifest_cap:
+            self.too_large("manifest", top.size, self.profile.manifest_cap)
             return
-        media_type = effective_media_type(top.content_type, self.runtime)
+        media_type = effective_media_type(top.content_type, self.profile)
         structure = self.check_structure(top, media_type, "manifest")
         if structure == SCHEMA1:
             self.schema1(top, child=False)
@@ -140,31 +135,19 @@ class _Judge:
         return expected
 
     def schema1(self, document: Document, *, child: bool) -> None:
-        kind = self.runtime.kind
-        if child:
-            if kind == "cri-o":
-                self.add("SCHEMA1", "the manifest selected from the list is Docker schema 1 (deprecated)")
-            else:
-                # Conversion only applies to a top-level schema 1 manifest, in every containerd version.
-                self.add(
-                    "SCHEMA1",
-                    f"the manifest selected from the list is Docker schema 1, which {self.runtime_name} "
-                    "cannot pull from a list",
-                    severity=DENY,
-                )
+        if child and self.profile.schema1_child_refused:
+            # Conversion only applies to a top-level schema 1 manifest, in every containerd version.
+            self.add(
+                "SCHEMA1",
+                f"the manifest selected from the list is Docker schema 1, which {self.runtime_name} "
+                "cannot pull from a list",
+                severity=DENY,
+            )
+        elif child:
+            self.add("SCHEMA1", "the manifest selected from the list is Docker schema 1 (deprecated)")
         else:
-            severity = default_severity("SCHEMA1", self.runtime)
-            if kind == "containerd" and self.runtime.at_least(2, 1):
-                why = "removed in containerd 2.1"
-            elif kind == "containerd" and self.runtime.at_least(2, 0):
-                why = "disabled by default since containerd 2.0"
-            elif kind == "docker" and severity == DENY:
-                why = "disabled by default since Docker 26"
-            elif severity == INFO:
-                why = f"{self.runtime_name} converts it"
-            else:
-                why = f"{self.runtime_name} still pulls it, deprecated"
-            self.add("SCHEMA1", f"Docker schema 1 manifest: {why}", severity=severity)
+            why = self.profile.schema1.why.format(runtime=self.runtime_name)
+            self.add("SCHEMA1", f"Docker schema 1 manifest: {why}")
         for blob in schema1_blobs(document.body):
             if blob in self.resolution.missing:
                 self.add("MISSING_BLOB", f"layer {short(blob)} is missing from the registry")
@@ -173,17 +156,17 @@ class _Judge:
     def index(self, index: Document) -> None:
         entries = descriptors(index.body, "manifests")
         wanted = self.target.platform
-        chosen = (
-            platforms.select_crio(entries, wanted)
-            if self.is_crio
-            else platforms.select_containerd(entries, wanted)
-        )
+        chosen = platforms.select(entries, wanted, self.profile.selection)
         if chosen is None:
             offered = sorted({str(p) for e in entries if (p := platforms.entry_platform(e)) is not None})
             self.add(
                 "NO_MATCHING_PLATFORM",
                 f"the index has no entry for {wanted}"
-                + (" (CRI-O takes no 386 or 32-bit arm fallback)" if self.is_crio else "")
+                + (
+                    f" ({self.runtime_name} takes no 386 or 32-bit arm fallback)"
+                    if self.profile.selection == "exact"
+                    else ""
+                )
                 + f"; it has {', '.join(offered) or 'no platforms'}",
             )
             return
@@ -198,17 +181,14 @@ class _Judge:
         child = self.resolution.manifests.get(digest)
         if child is None:
             return  # not fetched: the deadline ran out first, reported by the resolver
-        if self.is_crio and child.size > CRIO_MANIFEST_CAP:
-            self.add(
-                "MANIFEST_TOO_LARGE", f"manifest is {child.size} bytes, over CRI-O's {CRIO_MANIFEST_CAP}"
-            )
+        if self.profile.caps_child_manifests and child.size > self.profile.manifest_cap:
+            self.too_large("manifest", child.size, self.profile.manifest_cap)
             return
-        # containerd acts on the index entry's mediaType, containers/image on the child's Content-Type.
         declared = chosen.get("mediaType")
         media_type = (
-            effective_media_type(child.content_type, self.runtime)
-            if self.is_crio
-            else (declared if isinstance(declared, str) else "")
+            (declared if isinstance(declared, str) else "")
+            if self.profile.child_type_from_descriptor
+            else effective_media_type(child.content_type, self.profile)
         )
         structure = self.check_structure(child, media_type, f"the {wanted} manifest")
         if structure == SCHEMA1:
@@ -242,14 +222,19 @@ class _Judge:
             self.add(
                 "MIXED_MEDIA_TYPES",
                 "OCI manifest with a Docker config"
-                + (": CRI-O refuses it (invalid mixed OCI image)" if self.is_crio else ""),
+                + (
+                    f": {self.runtime_name} refuses it (invalid mixed OCI image)"
+                    if self.profile.refuses_mixed_media_types
+                    else ""
+                ),
             )
         layers = descriptors(body, "layers")
         self.layers(layers, is_oci)
-        if self.runtime.kind == "docker" and len(layers) > DOCKER_MAX_LAYERS:
+        limit = self.profile.max_layers
+        if limit is not None and len(layers) > limit:
             self.add(
                 "UNSUPPORTED_LAYER",
-                f"{len(layers)} layers, more than the {DOCKER_MAX_LAYERS} Docker Engine can stack",
+                f"{len(layers)} layers, more than the {limit} {self.runtime_name} can stack",
             )
         config = self.config(config_desc["digest"])
         if config is None:
@@ -269,11 +254,9 @@ class _Judge:
         document = self.resolution.configs.get(digest)
         if document is None:
             return None
-        if self.is_crio and document.size > CRIO_MANIFEST_CAP:
-            self.add(
-                "MANIFEST_TOO_LARGE",
-                f"image config is {document.size} bytes, over CRI-O's {CRIO_MANIFEST_CAP}",
-            )
+        cap = self.profile.config_cap
+        if cap is not None and document.size > cap:
+            self.too_large("image config", document.size, cap)
             return None
         if not isinstance(document.body, Mapping):
             self.add("MEDIA_TYPE_MISMATCH", "the image config is not a JSON object")
@@ -304,25 +287,21 @@ class _Judge:
 
     def layer_problem(self, media_type: str, is_oci: bool) -> tuple[str, str] | None:
         docker_type = media_type in mt.DOCKER_LAYER_TYPES
-        if (
-            media_type == mt.DOCKER_LAYER_ZSTD
-            and self.runtime.kind != "cri-o"
-            and not self.runtime.at_least(1, 7)
-        ):
-            # Seen with containerd 1.6.20: `no processor for media-type` for the Docker zstd type.
+        profile = self.profile
+        if media_type in profile.unsupported_layer_types:
             return "UNSUPPORTED_LAYER", f"{self.runtime_name} has no processor for {media_type}"
-        if self.is_crio and is_oci:
+        if is_oci and not profile.checks_oci_layer_types:
             # containers/image does not check OCI layer types: it sniffs the compression of the bytes.
             return None
         if not is_oci and not docker_type:
             if mt.is_oci_layer(media_type):
                 what = "Docker v2s2 manifest with an OCI layer type"
-                if self.is_crio:
-                    return "MIXED_MEDIA_TYPES", f"{what} {media_type}: CRI-O refuses it"
+                if profile.refuses_mixed_media_types:
+                    return "MIXED_MEDIA_TYPES", f"{what} {media_type}: {self.runtime_name} refuses it"
                 return "MIXED_MEDIA_TYPES", what
             return "UNSUPPORTED_LAYER", f"no runtime can apply layer type {media_type}"
-        if self.is_crio and not is_oci and media_type not in mt.CRIO_DOCKER_LAYER_TYPES:
-            return "UNSUPPORTED_LAYER", f"CRI-O refuses {media_type} in a Docker v2s2 manifest"
+        if not is_oci and media_type not in profile.docker_manifest_layer_types:
+            return "UNSUPPORTED_LAYER", f"{self.runtime_name} refuses {media_type} in a Docker v2s2 manifest"
         if not docker_type and not mt.is_oci_layer(media_type):
             return "UNSUPPORTED_LAYER", f"no runtime can apply layer type {media_type}"
         return None
@@ -333,8 +312,8 @@ class _Judge:
         count = len(diff_ids) if isinstance(diff_ids, list) else 0
         if count == layer_count:
             return
-        if self.is_crio and count == 0:
-            return  # containers/image accepts an empty diff_ids list
+        if self.profile.empty_diff_ids_ok and count == 0:
+            return
         self.add(
             "ROOTFS_MISMATCH",
             f"config lists {count} diff_ids for {layer_count} layers",
@@ -348,7 +327,7 @@ class _Judge:
         image = Platform(os_name, arch, variant if isinstance(variant, str) else "")
         if platforms.runs_on(image, self.target.platform):
             return
-        if from_index and not self.is_crio:
+        if from_index and self.profile.checks_platformless_config:
             # containerd's images.Manifest checks a platform-less entry's config: no match, no pull.
             self.add(
                 "NO_MATCHING_PLATFORM",

@@ -43,6 +43,7 @@ from webhook.errors import (
 )
 from webhook.netguard import literal_blocked_reason
 from webhook.policy import RegistryOptions
+from webhook.profiles import CONTAINERD_MANIFEST_CAP, CRIO_MANIFEST_CAP
 from webhook.reference import ImageReference
 from webhook.registry.auth import (
     ANONYMOUS,
@@ -61,8 +62,6 @@ log = logging.getLogger(__name__)
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"  # containerd's default host for docker.io
-CRIO_MANIFEST_CAP = 4_194_304
-CONTAINERD_MANIFEST_CAP = 4_393_216
 _TOKEN_BODY_CAP = 1 << 20
 _MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})

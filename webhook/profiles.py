@@ -1,0 +1,154 @@
+"""Runtime profiles: everything one runtime version range does with an image, as one frozen value.
+
+The rules (`webhook.rules`) and the resolver ask a target's profile; none of them branches on a
+runtime's name or version.  A new runtime release that changes behaviour is one new row in `_PROFILES`
+(copy the nearest profile with `dataclasses.replace` and change what differs).  Each field cites the
+RUNTIMES.md row it comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from webhook import mediatypes as mt
+from webhook.findings import DEFAULT_SEVERITY, DENY, INFO, WARN
+from webhook.runtimes import Runtime, Target
+
+CONTAINERD_MANIFEST_CAP = 4_393_216  # core/remotes/docker/resolver.go: a typo'd 4 MiB, top-level only
+CRIO_MANIFEST_CAP = 4_194_304  # containers/image internal/iolimits: every manifest and the config
+DOCKER_MAX_LAYERS = 125  # Docker Engine's overlay2 limit; containerd has no fixed one
+
+# How an index entry is chosen: containerd's ordered fallback vector (`platforms.Only`, amd64 → 386,
+# arm64 → 32-bit arm), or containers/image's exact os/architecture with its variant table.
+Selection = Literal["fallback", "exact"]
+
+
+@dataclass(frozen=True)
+class Schema1:
+    """What a top-level schema 1 manifest means for this runtime."""
+
+    severity: str
+    why: str  # completes "Docker schema 1 manifest: …"; {runtime} is the runtime's display name
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One runtime version range.  `name` is for people, e.g. 'containerd 2.1+ (transfer service)'."""
+
+    name: str
+    # -- reading what the registry served -----------------------------------------------------------
+    # Content-Types taken for schema 1 besides the schema 1 types (containerd: '' and text/plain).
+    schema1_content_types: frozenset[str] = frozenset({"", "text/plain"})
+    # containers/image: every type it does not know is tried as signed schema 1.
+    unknown_content_type_is_schema1: bool = False
+    # containerd acts on the index entry's mediaType, containers/image on the child's Content-Type.
+    child_type_from_descriptor: bool = True
+    # -- size caps -----------------------------------------------------------------------------------
+    manifest_cap: int = CONTAINERD_MANIFEST_CAP
+    caps_child_manifests: bool = False  # whether the manifest cap covers manifests chosen from an index
+    config_cap: int | None = None  # CRI-O reads the config through the same 4 MiB limit
+    # -- choosing from an index ----------------------------------------------------------------------
+    selection: Selection = "fallback"
+    # A platform-less entry's config is read and must match (containerd's images.Manifest).
+    checks_platformless_config: bool = True
+    # -- schema 1 ------------------------------------------------------------------------------------
+    schema1: Schema1 = Schema1(DENY, "removed")
+    schema1_child_refused: bool = (
+        True  # a schema 1 manifest chosen from a list (conversion is top-level only)
+    )
+    # -- image or artifact ---------------------------------------------------------------------------
+    # CRI-O: an OCI manifest with a Docker config, or a Docker manifest with OCI layer types, fails.
+    refuses_mixed_media_types: bool = False
+    # -- layers --------------------------------------------------------------------------------------
+    # Layer types allowed in a Docker v2s2 manifest; OCI types there are mixed media types.
+    docker_manifest_layer_types: frozenset[str] = mt.DOCKER_LAYER_TYPES
+    checks_oci_layer_types: bool = True  # containers/image sniffs compression instead of reading the type
+    unsupported_layer_types: frozenset[str] = frozenset()  # types this version has no processor for
+    empty_diff_ids_ok: bool = False  # containers/image accepts an empty rootfs.diff_ids
+    max_layers: int | None = None
+    # -- names ---------------------------------------------------------------------------------------
+    short_names_from_node_config: bool = False  # CRI-O: registries.conf decides; else docker.io
+
+    def __str__(self) -> str:
+        return self.name
+
+    def severity(self, code: str) -> str:
+        """The default severity of a finding code on this runtime (the policy may override it)."""
+        if code == "SCHEMA1":
+            return self.schema1.severity
+        if code == "MIXED_MEDIA_TYPES" and not self.refuses_mixed_media_types:
+            return INFO
+        if code == "SHORT_NAME" and not self.short_names_from_node_config:
+            return INFO
+        return DEFAULT_SEVERITY[code]
+
+
+CONTAINERD_1_6 = Profile(
+    "containerd 1.6",
+    schema1=Schema1(INFO, "{runtime} converts it"),
+    unsupported_layer_types=frozenset({mt.DOCKER_LAYER_ZSTD}),  # run with 1.6.20: no processor
+)
+CONTAINERD_1_7 = replace(
+    CONTAINERD_1_6,
+    name="containerd 1.7",
+    schema1=Schema1(WARN, "{runtime} still pulls it, deprecated"),
+    unsupported_layer_types=frozenset(),
+)
+CONTAINERD_2_0 = replace(
+    CONTAINERD_1_7, name="containerd 2.0", schema1=Schema1(DENY, "disabled by default since containerd 2.0")
+)
+CONTAINERD_2_1 = replace(
+    CONTAINERD_2_0, name="containerd 2.1+", schema1=Schema1(DENY, "removed in containerd 2.1")
+)
+CRIO = Profile(
+    "CRI-O",
+    schema1_content_types=frozenset(),
+    unknown_content_type_is_schema1=True,
+    child_type_from_descriptor=False,
+    manifest_cap=CRIO_MANIFEST_CAP,
+    caps_child_manifests=True,
+    config_cap=CRIO_MANIFEST_CAP,
+    selection="exact",
+    checks_platformless_config=False,
+    schema1=Schema1(WARN, "{runtime} still pulls it, deprecated"),
+    schema1_child_refused=False,
+    refuses_mixed_media_types=True,
+    docker_manifest_layer_types=mt.CRIO_DOCKER_LAYER_TYPES,
+    checks_oci_layer_types=False,
+    empty_diff_ids_ok=True,
+    short_names_from_node_config=True,
+)
+DOCKER_25 = replace(
+    CONTAINERD_1_7,
+    name="Docker Engine",
+    schema1=Schema1(WARN, "{runtime} still pulls it, deprecated"),
+    max_layers=DOCKER_MAX_LAYERS,
+)
+DOCKER_26 = replace(
+    DOCKER_25, name="Docker Engine 26+", schema1=Schema1(DENY, "disabled by default since Docker 26")
+)
+
+# (runtime kind, first version, profile), newest first within a kind: the first row at or below a
+# runtime's version is its profile.  A release that changes behaviour is one row here.
+_PROFILES: tuple[tuple[str, tuple[int, int], Profile], ...] = (
+    ("containerd", (2, 1), CONTAINERD_2_1),
+    ("containerd", (2, 0), CONTAINERD_2_0),
+    ("containerd", (1, 7), CONTAINERD_1_7),
+    ("containerd", (0, 0), CONTAINERD_1_6),
+    ("cri-o", (0, 0), CRIO),
+    ("docker", (26, 0), DOCKER_26),
+    ("docker", (0, 0), DOCKER_25),
+)
+
+
+def profile_of(runtime: Runtime) -> Profile:
+    """The profile of a runtime as Kubernetes names it."""
+    for kind, since, profile in _PROFILES:
+        if runtime.kind == kind and runtime.version[:2] >= since:
+            return profile
+    raise ValueError(f"no profile for {runtime}")  # parse_runtime admits only the kinds above
+
+
+def profile_for(target: Target) -> Profile:
+    return profile_of(target.runtime)
