@@ -15,6 +15,7 @@ import re
 from typing import Any, Final, Protocol
 
 from webhook import mediatypes as mt
+from webhook.text import printable
 
 ALGORITHMS: Final = {"sha256": 64, "sha384": 96, "sha512": 128}  # algorithm -> hex length
 
@@ -39,8 +40,7 @@ def quoted(text: str) -> str:
     """`text` quoted for a one-line message: shortened, control characters escaped."""
     if len(text) > _SHOWN_MAX:
         text = text[:_SHOWN_MAX] + "..."
-    escaped = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-    return '"' + escaped.replace('"', '\\"') + '"'
+    return '"' + printable(text).replace('"', '\\"') + '"'
 
 
 def parse_digest(text: str) -> tuple[str, str]:

@@ -14,7 +14,8 @@
         ├── BlockedRegistry        BLOCKED_REGISTRY: refused by the network guard or the registry policy
         ├── DigestMismatch         DIGEST_MISMATCH: bytes do not hash to the expected digest
         ├── ManifestTooLarge       MANIFEST_TOO_LARGE: a manifest or config over the read cap
-        └── MediaTypeMismatch      MEDIA_TYPE_MISMATCH: a body that is not what it claims to be
+        ├── MediaTypeMismatch      MEDIA_TYPE_MISMATCH: a body that is not what it claims to be
+        └── InvalidDocument        INVALID_DOCUMENT: a field of a manifest, index or config has the wrong type
 
 Every message is one line meant for a person; none ever contains a credential.
 """
@@ -97,3 +98,7 @@ class ManifestTooLarge(RegistryError):
 
 class MediaTypeMismatch(RegistryError):
     code = "MEDIA_TYPE_MISMATCH"
+
+
+class InvalidDocument(RegistryError):
+    code = "INVALID_DOCUMENT"

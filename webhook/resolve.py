@@ -9,6 +9,7 @@ concurrent resolutions of the same key share one lookup.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +43,7 @@ from webhook.rules import judge
 from webhook.runtimes import Target
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ManifestHeadLike(Protocol):
@@ -227,8 +229,15 @@ class Checker:
             return self._result(
                 image, None, Resolution(image, error=Problem("INVALID_REFERENCE", str(exc))), targets, policy
             )
-        resolution = self.resolve(ref, image, targets, keyring, deadline)
-        result = self._result(image, ref, resolution, targets, policy)
+        try:
+            resolution = self.resolve(ref, image, targets, keyring, deadline)
+            result = self._result(image, ref, resolution, targets, policy)
+        except Exception as exc:  # noqa: BLE001 - a surprise in one image's documents stays with that image
+            log.error("judging %s failed", ref, exc_info=exc)
+            problem = Problem(
+                "INVALID_DOCUMENT", f"pullcheck could not judge this image's documents ({type(exc).__name__})"
+            )
+            return self._result(image, ref, Resolution(image, error=problem), targets, policy)
         if resolution.error is None and not resolution.failures:
             # A clean answer holds as long as the tag answer it rests on.
             self._results.put(_result_key(image, targets, policy, keyring), result, self.tag_ttl)

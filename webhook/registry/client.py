@@ -281,7 +281,7 @@ class RegistryClient:
         return self._from_mirror_or_registry(ref.registry, get)
 
     def get_blob(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> Document:
-        """A small blob (the image config), its bytes verified against `digest`."""
+        """The image config, its bytes verified against `digest` and its fields validated."""
         where = f"{ref.registry}/{ref.repository}"
         path = "blobs/" + _checked_digest(digest, where)
 
@@ -293,7 +293,7 @@ class RegistryClient:
                 data, streamed = self._read(response, self._blob_cap, digest, what, deadline)
             if streamed != digest:
                 raise DigestMismatch(f"{what}: the registry served bytes that hash to {streamed}")
-            return Document.from_bytes(digest, content_type, data)
+            return Document.from_bytes(digest, content_type, data, config=True)
 
         return self._from_mirror_or_registry(ref.registry, get)
 
