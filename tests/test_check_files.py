@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.harness.corpus import CorpusImage
 from tests.harness.registry import Registry
@@ -101,3 +102,66 @@ def test_usage_errors_are_one_line(
     assert status == 2
     status, _, err = _check(capsys, registry, "-f", str(bad), "nginx:1.27")
     assert status == 2 and err.strip() == "pullcheck: give IMAGE arguments or -f FILE, one of the two"
+
+
+def test_pin_prints_the_manifests_pinned_and_the_report_on_stderr(
+    tmp_path: Path,
+    registry: Registry,
+    corpus: dict[str, CorpusImage],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    entries = [registry.push_platform_image("pin/multi", "linux", arch) for arch in ("amd64", "arm64")]
+    index_digest = registry.push_index("pin/multi", "v1", entries)
+    multi = registry.ref("pin/multi", "v1")
+    digested = f"{registry.ref('pin/multi', 'v1').rpartition(':')[0]}@{index_digest}"
+    denied = corpus["index_armv7_only"].ref
+    path = tmp_path / "app.yaml"
+    path.write_text(f"""\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: shop}}
+spec:
+  template:
+    spec:
+      initContainers: [{{name: init, image: "{multi}"}}]
+      containers:
+        - {{name: web, image: "{multi}"}}
+        - {{name: bad, image: "{denied}"}}
+        - {{name: fixed, image: "{digested}"}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings}}
+data: {{image: "{multi}"}}
+""")  # fmt: skip
+    status, out, err = _check(capsys, registry, "-f", str(path), "--pin", "--runtime", "cri-o://1.33.0")
+    assert status == 1  # the armv7-only image is denied, and reported as without --pin
+    [reported] = [line.split()[:3] for line in err.splitlines() if line.startswith("DENY")]
+    assert reported == ["DENY", "shop/Deployment/web", denied]
+    deployment, config_map = yaml.safe_load_all(out)
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["initContainers"][0]["image"] == f"{multi}@{index_digest}"
+    assert [c["image"] for c in spec["containers"]] == [f"{multi}@{index_digest}", denied, digested]
+    assert config_map == {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+                          "data": {"image": multi}}  # fmt: skip
+
+
+def test_pin_needs_manifests(registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = _check(capsys, registry, "--pin", "nginx:1.27")
+    assert status == 2 and err.strip() == "pullcheck: --pin rewrites manifests: give them with -f FILE"
+
+
+def test_postrender_pin_passes_the_manifests_through_pinned(
+    registry: Registry,
+    corpus: dict[str, CorpusImage],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image = corpus["oci"].ref
+    digest = json.loads(_check(capsys, registry, image, "-o", "json")[1])["results"][0]["digest"]
+    manifest = f"kind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: a, image: '{image}'}}]\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(manifest))
+    status = main(["postrender", "--insecure-registry", registry.host, "--pin"])
+    out, _ = capsys.readouterr()
+    assert status == 0
+    assert yaml.safe_load(out)["spec"]["containers"] == [{"name": "a", "image": f"{image}@{digest}"}]

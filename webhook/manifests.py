@@ -55,5 +55,10 @@ def read_text(path: str) -> str:
         raise ConfigError(f"{path}: the manifests are not UTF-8 text") from None
 
 
+def dump_manifests(documents: list[Any]) -> str:
+    """Documents as one YAML stream, keys in their order, as `kubectl apply -f` and Helm read them."""
+    return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
 def read_manifests(path: str) -> list[Any]:
     return parse_manifests(read_text(path), "standard input" if path == STDIN else path)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from webhook import admission, platforms, render
+from webhook import admission, pinning, platforms, render
 from webhook.audit import AuditReport, Placement, audit
 from webhook.deadline import Deadline
 from webhook.errors import ConfigError
 from webhook.findings import DENY, WARN, ImageResult
-from webhook.manifests import read_manifests
+from webhook.manifests import dump_manifests, read_manifests
 from webhook.policy import Policy, RegistryOptions
 from webhook.policyfile import load_policy
 from webhook.reference import InvalidReference, parse
@@ -44,6 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "instead of IMAGE arguments (repeatable)",
     )
     add_resolution_options(parser)
+    add_pin_option(
+        parser,
+        "with -f: print the manifests with each judged image pinned to the digest "
+        "judged (denied and unresolved images left as written), and the report on standard error",
+    )
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
     parser.add_argument(
         "--timeout",
@@ -98,6 +103,18 @@ def add_resolution_options(
         default=DENY,
         help="exit 1 when an image gets this verdict or worse (default deny)",
     )
+
+
+def add_pin_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--pin", action="store_true", help=text)
+
+
+def pinned_documents(report: AuditReport, documents: list[Any]) -> list[Any]:
+    """The manifests with each image pinned to the digest judged; an image denied for any workload
+    stays as written."""
+    denied = {result.image for result in report.results if result.verdict == DENY}
+    pinned = {image: text for image, text in pinning.pins(report.results).items() if image not in denied}
+    return [pinning.pin_object(d, pinned) if isinstance(d, Mapping) else d for d in documents]
 
 
 def targets_for(policy: Policy, runtimes: list[str], platform_texts: list[str]) -> list[Target]:
@@ -171,8 +188,14 @@ def run(args: argparse.Namespace) -> int:
         documents = [document for path in args.filename for document in read_manifests(path)]
         report = judge_manifests(args, documents)
         output = render.audit_to_json(report) if args.output == "json" else render.audit_to_table(report)
-        sys.stdout.write(output + "\n")
+        if args.pin:
+            sys.stderr.write(output + "\n")
+            sys.stdout.write(dump_manifests(pinned_documents(report, documents)))
+        else:
+            sys.stdout.write(output + "\n")
         return exit_status(report.results, args.fail_on)
+    if args.pin:
+        raise ConfigError("--pin rewrites manifests: give them with -f FILE")
     policy = load_policy(args.config)
     policy = policy.with_registries(command_line_registries(args, policy, args.images))
     targets = targets_for(policy, args.runtime, args.platform)

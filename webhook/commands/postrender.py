@@ -1,8 +1,8 @@
 """`pullcheck postrender`: a Helm post-renderer that fails a release whose images the nodes cannot run.
 
 Helm pipes the rendered manifests in and installs what comes out: they come out unchanged when no
-image is denied; otherwise nothing comes out, the table of reasons goes to standard error (which Helm
-shows in its error) and the exit status is 1.
+image is denied (with `--pin`, with each image pinned to the digest judged); otherwise nothing comes
+out, the table of reasons goes to standard error (which Helm shows in its error) and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -11,10 +11,17 @@ import argparse
 import sys
 
 from webhook import render
-from webhook.commands.check import DEFAULT_CHECK_TIMEOUT, add_resolution_options, exit_status, judge_manifests
+from webhook.commands.check import (
+    DEFAULT_CHECK_TIMEOUT,
+    add_pin_option,
+    add_resolution_options,
+    exit_status,
+    judge_manifests,
+    pinned_documents,
+)
 from webhook.errors import ConfigError
 from webhook.findings import ALLOW
-from webhook.manifests import STDIN, parse_manifests, read_text
+from webhook.manifests import STDIN, dump_manifests, parse_manifests, read_text
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "`helm install --post-renderer pullcheck --post-renderer-args postrender ...`.",
     )
     add_resolution_options(parser)
+    add_pin_option(parser, "pin each image to the digest judged (`app:1.2` -> `app:1.2@sha256:...`)")
     parser.add_argument(
         "--timeout",
         type=float,
@@ -40,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.timeout <= 600:
         raise ConfigError("--timeout must be above 0 and at most 600 seconds")
     text = read_text(STDIN)
-    report = judge_manifests(args, parse_manifests(text, "the rendered manifests"))
+    documents = parse_manifests(text, "the rendered manifests")
+    report = judge_manifests(args, documents)
     if exit_status(report.results, args.fail_on):
         sys.stderr.write(f"pullcheck: these images would not run:\n{render.audit_to_table(report)}\n")
         return 1
     if any(result.verdict != ALLOW for result in report.results):
         sys.stderr.write(render.audit_to_table(report) + "\n")
-    sys.stdout.write(text)
+    sys.stdout.write(dump_manifests(pinned_documents(report, documents)) if args.pin else text)
     return 0
