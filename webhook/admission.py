@@ -27,6 +27,9 @@ WARNING_LENGTH = 120
 WARNINGS_TOTAL = 4096
 MESSAGE_LENGTH = 4096
 AUDIT_IMAGES = 20
+# The largest AdmissionReview body: an UPDATE carries the object and the oldObject, each up to the
+# apiserver's 3 MiB request limit, plus the envelope (user info, options).
+MAX_REVIEW_BYTES = 2 * 3 * 1024 * 1024 + 1024 * 1024
 _IMAGE_SHOWN = 64
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
 

@@ -32,7 +32,7 @@ from webhook.runtimes import Target
 
 log = logging.getLogger("pullcheck.admission")
 
-DEFAULT_MAX_BODY = 3 * 1024 * 1024  # the apiserver's own request limit is 3 MiB
+DEFAULT_MAX_BODY = admission.MAX_REVIEW_BYTES
 
 
 class ImageChecker(Protocol):
