@@ -389,6 +389,12 @@ def test_real_registry_clean_pod_is_admitted_and_metrics_see_the_registry(
     text = client.get("/metrics").get_data(as_text=True)
     assert f'pullcheck_registry_requests_total{{host="{registry.host}",method="HEAD",status="200"}}' in text
     assert 'result="hit"' in text
+    # A registry the policy does not list, here one the network guard refuses, is no label of its own.
+    for port in (1, 2, 3):
+        answer(client, review(f"localhost:{port}/app:v1"))
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "localhost" not in text
+    assert 'pullcheck_registry_requests_total{host="other",method="HEAD",status="0"} 3.0' in text
 
 
 @pytest.mark.registry

@@ -453,11 +453,16 @@ def test_token_answer_without_a_token_is_unauthorized() -> None:
 def test_token_requests_are_reported() -> None:
     fake = FakeTokenRegistry()
     events: list[RequestEvent] = []
-    client = RegistryClient(transport=httpx.MockTransport(fake.handler), on_request=events.append)
+    client = RegistryClient(
+        [RegistryOptions(host="registry.example.com")],
+        transport=httpx.MockTransport(fake.handler),
+        on_request=events.append,
+    )
     _get(client, _keyring("alice"))
-    assert [(e.host, e.kind, e.status) for e in events] == [
+    # The token realm's request counts under the registry it served.
+    assert [(e.registry, e.kind, e.status) for e in events] == [
         ("registry.example.com", "manifest", 401),
-        ("auth.example.com", "token", 200),
+        ("registry.example.com", "token", 200),
         ("registry.example.com", "manifest", 200),
     ]
 

@@ -127,11 +127,19 @@ def test_docker_hub_is_contacted_as_registry_1() -> None:
     assert str(seen[0].url) == "https://registry-1.docker.io/v2/library/nginx/manifests/latest"
 
 
-def test_request_events() -> None:
+def test_request_events_name_the_policy_registries_and_no_other() -> None:
     handler, _ = _serving(ratelimit_remaining="99;w=21600")
     events: list[RequestEvent] = []
-    _client(handler, on_request=events.append).head_manifest(REF, "v1", Keyring.empty(), _deadline())
-    assert events == [RequestEvent("registry.example.com", "HEAD", 200, "manifest", "99;w=21600")]
+    listed = [RegistryOptions(host="registry.example.com", mirror="mirror.example.com")]
+    client = _client(handler, registries=listed, on_request=events.append)
+    client.head_manifest(REF, "v1", Keyring.empty(), _deadline())
+    for chosen in ("elsewhere.example.org", "pod-chosen-1.example.net:5000"):
+        client.head_manifest(parse(f"{chosen}/app:v1"), "v1", Keyring.empty(), _deadline())
+    assert events == [
+        RequestEvent("mirror.example.com", "HEAD", 200, "manifest", "99;w=21600"),
+        RequestEvent("other", "HEAD", 200, "manifest", "99;w=21600"),
+        RequestEvent("other", "HEAD", 200, "manifest", "99;w=21600"),
+    ]
 
 
 def test_a_failing_request_hook_does_not_break_the_request() -> None:

@@ -48,7 +48,8 @@ class Metrics:
         )
         self.registry_requests = Counter(
             "pullcheck_registry_requests",
-            "HTTP requests to registries by host, method and status (0 when no answer came).",
+            "HTTP requests to registries by registry (as the policy lists it; other: every registry it does"
+            " not list), method and status (0 when no answer came).",
             ["host", "method", "status"],
             registry=self.registry,
         )
@@ -101,10 +102,10 @@ class Metrics:
 
     def observe_request(self, event: RequestEvent) -> None:
         """The registry client's on_request hook."""
-        self.registry_requests.labels(event.host, event.method, str(event.status or 0)).inc()
+        self.registry_requests.labels(event.registry, event.method, str(event.status or 0)).inc()
         remaining = _leading_number(event.ratelimit_remaining)
         if remaining is not None:
-            self.ratelimit_remaining.labels(event.host).set(remaining)
+            self.ratelimit_remaining.labels(event.registry).set(remaining)
 
     def observe_cache(self, cache: str, hit: bool) -> None:
         """The checker's on_cache hook."""

@@ -56,7 +56,12 @@ from webhook.registry.auth import (
     pick_challenge,
     realm_may_receive_credentials,
 )
-from webhook.registry.transport import RegistryTransport, deadline_scope, ssl_context
+from webhook.registry.transport import (
+    DEFAULT_CONNECTIONS_PER_ORIGIN,
+    RegistryTransport,
+    deadline_scope,
+    ssl_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +94,13 @@ class ManifestHead:
 
 @dataclass(frozen=True)
 class RequestEvent:
-    """One HTTP exchange, for metrics: `kind` is manifest, blob, token or ping; `status` None on failure."""
+    """One HTTP exchange, for metrics: `kind` is manifest, blob, token or ping; `status` None on failure.
 
-    host: str
+    `registry` is the policy's name of the registry the request served (its token realm and redirect
+    targets included), or `other` for every registry the policy does not list: a Pod spec chooses
+    image names, so they never become label values."""
+
+    registry: str
     method: str
     status: int | None
     kind: str
@@ -211,10 +220,13 @@ class RegistryClient:
         blob_cap: int = CRIO_MANIFEST_CAP,
         transport: httpx.BaseTransport | None = None,
         on_request: Callable[[RequestEvent], None] | None = None,
+        connections_per_origin: int = DEFAULT_CONNECTIONS_PER_ORIGIN,
     ) -> None:
         self._options: dict[str, RegistryOptions] = {}
         for options in registries:
             self._options.setdefault(options.host.lower(), options)
+        self._named = set(self._options) | {o.mirror.lower() for o in registries if o.mirror}
+        self._connections_per_origin = connections_per_origin
         self._guard = network_guard
         self._manifest_cap = manifest_cap
         self._blob_cap = blob_cap
@@ -368,7 +380,11 @@ class RegistryClient:
         with self._lock:
             transport = self._transports.get(key)
             if transport is None:
-                transport = RegistryTransport(ssl_context(options.ca_file), guard=key[1])
+                transport = RegistryTransport(
+                    ssl_context(options.ca_file),
+                    guard=key[1],
+                    connections_per_origin=self._connections_per_origin,
+                )
                 self._transports[key] = transport
         return transport
 
@@ -387,13 +403,13 @@ class RegistryClient:
         retried = False
         while True:
             response = self._authorized(ask, url, headers, credentials, deadline)
-            if response.status_code == 429 and not retried:
-                wait = _retry_after(response.headers)
-                if wait is not None and wait < deadline.remaining():
-                    response.close()
-                    time.sleep(wait)
-                    retried = True
-                    continue
+            with _closed_on_error(response):
+                wait = _retry_after(response.headers) if response.status_code == 429 else None
+            if wait is not None and not retried and wait < deadline.remaining():
+                response.close()
+                time.sleep(wait)
+                retried = True
+                continue
             break
         try:
             if not 200 <= response.status_code < 300:
@@ -469,18 +485,20 @@ class RegistryClient:
         if known is not None:
             authorization, fresh = self._authorization(ask, known, credential, deadline)
         response = self._send(ask, ask.method, url, headers, authorization, deadline)
-        if response.status_code != 401 or _origin(response.request.url) != origin:
-            return response  # a challenge from a redirect target is not the registry's to make
-        challenge = pick_challenge(parse_challenges(response.headers.get_list("www-authenticate")))
-        if challenge is None:
-            return response
-        with self._lock:
-            self._challenges[origin] = challenge
-        if fresh and known is not None and _same_authority(challenge, known):
-            return response  # refused what we just obtained for this credential: it lacks access
-        renewed, _ = self._authorization(ask, challenge, credential, deadline, refused=authorization)
-        if renewed is None:
-            return response
+        with _closed_on_error(response):
+            if response.status_code != 401 or _origin(response.request.url) != origin:
+                return response  # a challenge from a redirect target is not the registry's to make
+            challenge = pick_challenge(parse_challenges(response.headers.get_list("www-authenticate")))
+            if challenge is None:
+                return response
+            with self._lock:
+                self._challenges[origin] = challenge
+            if fresh and known is not None and _same_authority(challenge, known):
+                return response  # refused what we just obtained for this credential: it lacks access
+            # A token service that fails here raises: the challenge is closed on the way out.
+            renewed, _ = self._authorization(ask, challenge, credential, deadline, refused=authorization)
+            if renewed is None:
+                return response
         response.close()
         return self._send(ask, ask.method, url, headers, renewed, deadline)
 
@@ -594,7 +612,8 @@ class RegistryClient:
             response = self._send_once(ask, method, url, headers, authorization, deadline, content)
             if response.status_code not in _REDIRECTS:
                 return response
-            location = response.headers.get("location")
+            with _closed_on_error(response):
+                location = response.headers.get("location")
             response.close()
             if not location:
                 raise RegistryUnreachable(f"{ask.where}: redirect without a Location from {_netloc(url)}")
@@ -657,7 +676,10 @@ class RegistryClient:
             status, remaining = response.status_code, response.headers.get("ratelimit-remaining")
             return response
         finally:
-            self._report(RequestEvent(_netloc(url), method, status, ask.kind, remaining))
+            self._report(RequestEvent(self._metric_name(ask.endpoint), method, status, ask.kind, remaining))
+
+    def _metric_name(self, endpoint: _Endpoint) -> str:
+        return endpoint.name if endpoint.name.lower() in self._named else "other"
 
     def _report(self, event: RequestEvent) -> None:
         if self._on_request is None:
@@ -682,6 +704,10 @@ class RegistryClient:
         """httpx's errors as ours, one line each, naming the registry and repository."""
         try:
             yield
+        except httpx.PoolTimeout:
+            raise DeadlineExceeded(
+                f"{where}: every connection to {host} stayed busy until the {deadline.seconds:g}s deadline"
+            ) from None
         except httpx.TimeoutException:
             if deadline.expired():
                 raise DeadlineExceeded(
@@ -755,6 +781,17 @@ def _handle_on_a_sound_connection(transport: httpx.BaseTransport, request: httpx
         if request.method not in ("GET", "HEAD"):
             raise
         return transport.handle_request(request)
+
+
+@contextlib.contextmanager
+def _closed_on_error(response: httpx.Response) -> Iterator[None]:
+    """Close `response` when the block raises: whoever holds an open response closes it on every path
+    (an unclosed one keeps its registry's connection slot)."""
+    try:
+        yield
+    except BaseException:
+        response.close()
+        raise
 
 
 def _same_authority(one: Challenge, other: Challenge) -> bool:

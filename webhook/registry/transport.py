@@ -1,18 +1,25 @@
-"""Connections to registries: TLS per host configuration, the network guard at connect time, and reads
-bounded by the resolution's deadline.
+"""Connections to registries: TLS per host configuration, the network guard at connect time, reads
+bounded by the resolution's deadline, and a limit of connections per registry origin.
 
 The guard lives in an httpcore network backend, the one place that sees every TCP connection
 (redirect targets and token realms included): it resolves the name once, refuses when any address
 is blocked, then connects to an address it checked, so a second DNS answer (rebinding) is never
 used.  TLS still verifies the certificate against the name.
+
+Connections are counted per origin (scheme, host, port): a request takes one of its origin's slots
+before httpcore sees it and gives it back when its response is closed.  httpcore's own pool is then
+never full, so it never queues a request (a queued request that timed out left a connection that never
+connected in its pool for good), and a registry that stalls fills its own slots, never another's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 import threading
+import time
 import typing
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -23,6 +30,15 @@ import httpx
 from webhook.deadline import Deadline
 from webhook.errors import BlockedRegistry, ConfigError
 from webhook.netguard import blocked_reason, is_metadata_name, parse_address
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONNECTIONS_PER_ORIGIN = 32
+# No read may run longer than the longest resolution deadline (60 s): a slot held longer than this
+# belongs to a response that was never closed, and is taken back.
+STALE_SLOT_SECONDS = 120.0
+
+Origin = tuple[str, str, int | None]
 
 _active_deadline: ContextVar[Deadline | None] = ContextVar("pullcheck_registry_deadline", default=None)
 _MIN_TIMEOUT = 0.001  # a zero socket timeout would mean non-blocking, not "already late"
@@ -181,18 +197,129 @@ def ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-class RegistryTransport(httpx.HTTPTransport):
-    """httpx's transport over a connection pool that uses the guarded, deadline-bound backend."""
+class _Slot:
+    """One request's claim on its origin's connections, given back once (by close or by reclaim)."""
 
-    def __init__(self, context: ssl.SSLContext, *, guard: bool) -> None:
+    def __init__(self, slots: OriginSlots, origin: Origin) -> None:
+        self.origin = origin
+        self.since = time.monotonic()
+        self.stream: httpx.SyncByteStream | None = None  # closed when the slot is reclaimed
+        self._slots = slots
+
+    def release(self) -> None:
+        self._slots.release(self)
+
+
+class OriginSlots:
+    """At most `limit` requests in flight per origin; the table keeps only origins in use."""
+
+    def __init__(self, limit: int, stale_after: float = STALE_SLOT_SECONDS) -> None:
+        self.limit = limit
+        self.stale_after = stale_after
+        self._changed = threading.Condition()
+        self._held: dict[Origin, set[_Slot]] = {}
+
+    def acquire(self, origin: Origin, timeout: float | None) -> _Slot:
+        """A slot of `origin`, waiting at most `timeout` seconds (None: no limit); else httpx.PoolTimeout."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while len(self._held.get(origin, ())) >= self.limit:
+                self._reclaim_stale(origin)
+                if len(self._held.get(origin, ())) < self.limit:
+                    break
+                left = self.stale_after if end is None else end - time.monotonic()
+                if left <= 0:
+                    raise httpx.PoolTimeout(f"all {self.limit} connections to this registry are busy")
+                self._changed.wait(min(left, self.stale_after))
+            slot = _Slot(self, origin)
+            self._held.setdefault(origin, set()).add(slot)
+            return slot
+
+    def release(self, slot: _Slot) -> None:
+        with self._changed:
+            held = self._held.get(slot.origin)
+            if held is None or slot not in held:
+                return  # already given back
+            held.discard(slot)
+            if not held:
+                del self._held[slot.origin]
+            self._changed.notify_all()
+
+    def in_use(self) -> int:
+        with self._changed:
+            return sum(len(held) for held in self._held.values())
+
+    def _reclaim_stale(self, origin: Origin) -> None:
+        """Take back slots held past any deadline (a response never closed), closing their streams."""
+        now = time.monotonic()
+        stale = [s for s in self._held.get(origin, ()) if now - s.since > self.stale_after]
+        for slot in stale:
+            log.error(
+                "took back a connection to %s://%s held for %.0fs: a response was never closed",
+                origin[0],
+                origin[1],
+                now - slot.since,
+            )
+            self._held[origin].discard(slot)
+            if slot.stream is not None:
+                with contextlib.suppress(Exception):
+                    slot.stream.close()
+        if origin in self._held and not self._held[origin]:
+            del self._held[origin]
+
+
+class _SlotReleasingStream(httpx.SyncByteStream):
+    """The response body; closing it gives the origin's slot back."""
+
+    def __init__(self, stream: httpx.SyncByteStream, slot: _Slot) -> None:
+        self._stream = stream
+        self._slot = slot
+        slot.stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._stream
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._slot.release()
+
+
+class RegistryTransport(httpx.HTTPTransport):
+    """httpx's transport over a connection pool that uses the guarded, deadline-bound backend, with at
+    most `connections_per_origin` requests in flight to any one origin."""
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        *,
+        guard: bool,
+        connections_per_origin: int = DEFAULT_CONNECTIONS_PER_ORIGIN,
+        stale_after: float = STALE_SLOT_SECONDS,
+    ) -> None:
         super().__init__(verify=context, trust_env=False)
+        self.slots = OriginSlots(connections_per_origin, stale_after)
         # httpx offers no public way to choose the network backend; its transport keeps the pool in
         # `_pool` (stable across the httpx versions pyproject allows) and maps httpcore's errors.
+        # No limit of its own: the slots above are the limit, so the pool never queues a request.
         self._pool = httpcore.ConnectionPool(
             ssl_context=context,
-            max_connections=100,
-            max_keepalive_connections=20,
+            max_connections=None,
+            max_keepalive_connections=64,
             keepalive_expiry=30.0,
             retries=0,
             network_backend=_Backend(guard),
         )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        waited = request.extensions.get("timeout", {}).get("pool")
+        slot = self.slots.acquire((request.url.scheme, request.url.host, request.url.port), _bounded(waited))
+        try:
+            response = super().handle_request(request)
+        except BaseException:
+            slot.release()
+            raise
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        response.stream = _SlotReleasingStream(response.stream, slot)
+        return response
