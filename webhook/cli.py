@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from webhook import __version__
-from webhook.commands import audit, certs, check, postrender, serve
+from webhook.commands import audit, certs, check, explain, postrender, serve
 from webhook.errors import PullcheckError
 
 USAGE_ERROR = 2
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pullcheck {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (check, serve, certs, audit, postrender):
+    for command in (check, serve, certs, audit, postrender, explain):
         command.add_parser(subparsers)
     return parser
 
