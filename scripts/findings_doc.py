@@ -1,4 +1,4 @@
-"""Write the per-code section of docs/findings.md from webhook/explain.py (tests/test_explain.py fails on drift)."""
+"""Write the per-code section of docs/findings.md from webhook/explain.py (tests/test_explain.py: drift)."""
 
 from __future__ import annotations
 

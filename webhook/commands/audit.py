@@ -6,12 +6,13 @@ import argparse
 import sys
 
 from webhook import admission, render
-from webhook.audit import AuditReport, Placement, audit, upgraded
+from webhook.audit import Placement, audit, upgraded
 from webhook.commands.check import (
     DEFAULT_CHECK_TIMEOUT,
     add_resolution_options,
     command_line_registries,
     exit_status,
+    render_report,
     targets_for,
 )
 from webhook.errors import ConfigError
@@ -47,7 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         runtime_default="default: the cluster's Nodes; given alone, the Nodes as if they ran it",
         platform_default="with --platform the Nodes are not read; default: the Nodes' platforms",
     )
-    parser.add_argument("--output", "-o", choices=("table", "json", "csv"), default="table")
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=("table", "json", "csv", "sarif", "junit"),
+        default="table",
+        help="table, json, csv, or the CI reports sarif (SARIF 2.1.0) and junit (JUnit XML)",
+    )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -108,13 +115,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         checker.close()
         api.close()  # type: ignore[no-untyped-call]
-    sys.stdout.write(render_report(report, args.output) + "\n")
+    sys.stdout.write(render_report(report, args.output, args.fail_on) + "\n")
     return exit_status(report.results, args.fail_on)
-
-
-def render_report(report: AuditReport, output: str) -> str:
-    if output == "json":
-        return render.audit_to_json(report)
-    if output == "csv":
-        return render.audit_to_csv(report)
-    return render.audit_to_table(report)

@@ -9,12 +9,12 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from webhook import admission, pinning, platforms, render
+from webhook import admission, pinning, platforms, render, reports
 from webhook.audit import AuditReport, Placement, audit
 from webhook.deadline import Deadline
 from webhook.errors import ConfigError
 from webhook.findings import DENY, WARN, ImageResult
-from webhook.manifests import dump_manifests, read_manifests
+from webhook.manifests import SourceLine, dump_manifests, image_lines, parse_manifests, read_text, source_name
 from webhook.policy import Policy, RegistryOptions
 from webhook.policyfile import load_policy
 from webhook.reference import InvalidReference, parse
@@ -43,13 +43,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Kubernetes manifests (YAML or JSON, - for standard input) whose workloads' images to judge, "
         "instead of IMAGE arguments (repeatable)",
     )
+    parser.add_argument(
+        "--manifests",
+        action="store_true",
+        help="read the arguments as manifest files, each as if given with -f (for pre-commit and xargs)",
+    )
     add_resolution_options(parser)
     add_pin_option(
         parser,
         "with -f: print the manifests with each judged image pinned to the digest "
         "judged (denied and unresolved images left as written), and the report on standard error",
     )
-    parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=("table", "json", "sarif", "junit"),
+        default="table",
+        help="table, json, or with -f the CI reports sarif (SARIF 2.1.0) and junit (JUnit XML)",
+    )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -179,15 +190,38 @@ def judge_manifests(args: argparse.Namespace, documents: list[Any]) -> AuditRepo
         checker.close()
 
 
+def render_report(
+    report: AuditReport, output: str, fail_on: str = DENY, lines: reports.ImageLines | None = None
+) -> str:
+    """A judged set of workloads in the chosen output; `lines` locate images in manifest files."""
+    if output == "json":
+        return render.audit_to_json(report)
+    if output == "csv":
+        return render.audit_to_csv(report)
+    if output == "sarif":
+        return reports.to_sarif(report, lines)
+    if output == "junit":
+        return reports.to_junit(report, fail_on, lines)
+    return render.audit_to_table(report)
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.timeout <= 600:
         raise ConfigError("--timeout must be above 0 and at most 600 seconds")
+    if args.manifests:
+        args.filename, args.images = args.filename + args.images, []
     if bool(args.images) == bool(args.filename):
         raise ConfigError("give IMAGE arguments or -f FILE, one of the two")
     if args.filename:
-        documents = [document for path in args.filename for document in read_manifests(path)]
+        texts = [(path, read_text(path)) for path in args.filename]
+        documents = [d for path, text in texts for d in parse_manifests(text, source_name(path))]
         report = judge_manifests(args, documents)
-        output = render.audit_to_json(report) if args.output == "json" else render.audit_to_table(report)
+        lines: dict[tuple[str, str], SourceLine] = {}
+        if args.output in ("sarif", "junit"):
+            for path, text in texts:
+                for key, where in image_lines(text, path).items():
+                    lines.setdefault(key, where)
+        output = render_report(report, args.output, args.fail_on, lines)
         if args.pin:
             sys.stderr.write(output + "\n")
             sys.stdout.write(dump_manifests(pinned_documents(report, documents)))
@@ -196,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         return exit_status(report.results, args.fail_on)
     if args.pin:
         raise ConfigError("--pin rewrites manifests: give them with -f FILE")
+    if args.output in ("sarif", "junit"):
+        raise ConfigError(f"--output {args.output} reports on manifests: use it with -f FILE")
     policy = load_policy(args.config)
     policy = policy.with_registries(command_line_registries(args, policy, args.images))
     targets = targets_for(policy, args.runtime, args.platform)
