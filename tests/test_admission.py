@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from webhook import admission
 from webhook.admission import NodeGroup
 from webhook.errors import InvalidReview
-from webhook.findings import DENY, INFO, WARN, Finding, ImageResult
+from webhook.findings import DENY, INFO, REMEDY, WARN, Finding, ImageResult
 from webhook.runtimes import parse_target
 
 CONTAINERD_AMD = parse_target("containerd://2.1.3", "linux/amd64")
@@ -334,13 +334,15 @@ def test_enforce_denies_with_image_code_nodes_and_remedy() -> None:
     assert "ok:1" not in decision.message
     # warn findings still reach the user, deny ones are in the message instead
     old, secret = decision.warnings
-    assert old.startswith(
-        "registry.example/old:1: SCHEMA1 warns on 4 nodes running CRI-O 1.33 (linux/amd64); rebuild"
+    # Too long with its remedy: the advice becomes a pointer to the explanation, never a cut remedy.
+    assert old == (
+        "registry.example/old:1: SCHEMA1 warns on 4 nodes running CRI-O 1.33 (linux/amd64); "
+        "see pullcheck explain SCHEMA1"
     )
-    assert secret.startswith(
-        "registry.example/secret:1: ENCRYPTED_LAYER warns on 9 nodes: 5 containerd 2.1, 4 CRI-O 1.33;"
+    assert secret == (
+        "registry.e...e/secret:1: ENCRYPTED_LAYER warns on 9 nodes: 5 containerd 2.1...; "
+        "see pullcheck explain ENCRYPTED_LAYER"
     )
-    assert old.endswith(" Docker or...")  # cut between words
     assert decision.verdicts == {
         "registry.example/old:1": DENY,
         "registry.example/ok:1": "allow",
@@ -408,7 +410,7 @@ def test_long_image_names_are_shortened_in_warnings() -> None:
     image = "registry.example.com/" + "deep/" * 40 + "app@sha256:" + "b" * 64
     (warning,) = admission.decide([encrypted(image)], GROUPS, "warn").warnings
     assert len(warning) <= admission.WARNING_LENGTH
-    assert "ENCRYPTED_LAYER" in warning and warning.startswith("registry.example.com/")
+    assert "ENCRYPTED_LAYER" in warning and warning.startswith("registry.e...")
 
 
 def test_many_warnings_stay_under_the_total_and_say_how_many_were_left_out() -> None:
@@ -481,3 +483,23 @@ def test_parse_does_not_modify_the_body() -> None:
     before = copy.deepcopy(body)
     admission.parse_review(body)
     assert body == before
+
+
+def test_a_shortened_warning_keeps_its_fix_advice() -> None:
+    short, long = "r.example/app:1", "registry.example/a-much-longer-repository/name:1"
+    [fits] = admission.decide([encrypted(short)], [GROUPS[0]], "warn").warnings
+    assert (
+        fits
+        == "r.example/app:1: ENCRYPTED_LAYER warns on 3 nodes running containerd 2.1; "
+        + (REMEDY["ENCRYPTED_LAYER"])
+    )
+    # Too long with the remedy: a pointer to the explanation instead; the image is shortened first, then
+    # where the finding bites is cut, never the advice.
+    assert admission.decide([encrypted("r.example/app:1")], GROUPS, "warn").warnings == (
+        "r.example/app:1: ENCRYPTED_LAYER warns on 9 nodes: 5 containerd 2.1, 4 CRI-O 1.33; "
+        "see pullcheck explain ENCRYPTED_LAYER",
+    )
+    [cut] = admission.decide([encrypted(long)], GROUPS, "warn").warnings
+    assert cut == "registry.e...ory/name:1: ENCRYPTED_LAYER warns on 9 nodes: 5 containerd 2.1...; " + (
+        "see pullcheck explain ENCRYPTED_LAYER"
+    )

@@ -31,6 +31,7 @@ AUDIT_IMAGES = 20
 # apiserver's 3 MiB request limit, plus the envelope (user info, options).
 MAX_REVIEW_BYTES = 2 * 3 * 1024 * 1024 + 1024 * 1024
 _IMAGE_SHOWN = 64
+_IMAGE_KEPT = 24  # a warning shortens the image to this before it cuts where the finding bites
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
 
 # Where each kind keeps the pod spec that will make its Pods.
@@ -329,10 +330,10 @@ def where(findings: Sequence[Finding], groups: Sequence[NodeGroup]) -> str:
     return f"on {total} nodes: {per_runtime}{on_platforms}"
 
 
-def _short_image(image: str) -> str:
-    if len(image) <= _IMAGE_SHOWN:
+def _short_image(image: str, limit: int = _IMAGE_SHOWN) -> str:
+    if len(image) <= limit:
         return image
-    half = (_IMAGE_SHOWN - 3) // 2
+    half = (limit - 3) // 2
     return f"{image[:half]}...{image[-half:]}"
 
 
@@ -347,6 +348,21 @@ def _fit(text: str, limit: int) -> str:
 
 def _remedy(code: str) -> str:
     return REMEDY.get(code, "see the pullcheck documentation")
+
+
+def _with_advice(image: str, what: str, code: str) -> str:
+    """'image: what; remedy' in one warning. When that is too long, the remedy becomes a pointer to
+    `pullcheck explain CODE` (which has the commands), then the image is shortened, then `what` is cut:
+    the advice is never cut off, and where the finding bites is kept as long as it can be."""
+    text = f"{_short_image(image)}: {what}; {_remedy(code)}"
+    if len(text) <= WARNING_LENGTH:
+        return text
+    pointer = f"see pullcheck explain {code}"
+    room = WARNING_LENGTH - len(f": {what}; {pointer}")
+    if room >= _IMAGE_KEPT:
+        return f"{_short_image(image, room)}: {what}; {pointer}"
+    cut = _fit(f"{_short_image(image, _IMAGE_KEPT)}: {what}", WARNING_LENGTH - 2 - len(pointer))
+    return f"{cut}; {pointer}"
 
 
 def _by_code(result: ImageResult, severity: str) -> dict[str, list[Finding]]:
@@ -386,10 +402,7 @@ def _warnings(
         for severity in severities:
             verb = "fails" if severity == DENY else "warns"
             for code, findings in _by_code(result, severity).items():
-                text = (
-                    f"{_short_image(result.image)}: {code} {verb} {where(findings, groups)}; {_remedy(code)}"
-                )
-                lines.append(_fit(text, WARNING_LENGTH))
+                lines.append(_with_advice(result.image, f"{code} {verb} {where(findings, groups)}", code))
     kept: list[str] = []
     size = 0
     unique = list(dict.fromkeys(lines))

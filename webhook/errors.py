@@ -22,6 +22,9 @@ Every message is one line meant for a person; none ever contains a credential.
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 
 class PullcheckError(Exception):
     """Base of every error pullcheck raises on purpose."""
@@ -102,3 +105,33 @@ class MediaTypeMismatch(RegistryError):
 
 class InvalidDocument(RegistryError):
     code = "INVALID_DOCUMENT"
+
+
+def network_cause(error: BaseException) -> str | None:
+    """What went wrong on the network under a client library's error, in a few lower-case words
+    ("connection refused", "timed out", "TLS certificate not trusted (…)"); None when no socket or TLS
+    error lies beneath it. Library wrappers (MaxRetryError, httpx.ConnectError) are looked through."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return f"TLS certificate not trusted ({current.verify_message or current.reason})"
+        if isinstance(current, ssl.SSLError):
+            if current.reason == "WRONG_VERSION_NUMBER":
+                return "TLS failed: the server does not speak TLS"
+            return f"TLS failed ({(current.reason or 'handshake').lower().replace('_', ' ')})"
+        if isinstance(current, socket.gaierror):
+            return f"name lookup failed ({_lowered(current.strerror or str(current))})"
+        if isinstance(current, TimeoutError):
+            return "timed out"
+        if isinstance(current, OSError) and current.strerror:
+            return _lowered(current.strerror)
+        reason = getattr(current, "reason", None)  # urllib3's MaxRetryError keeps its cause there
+        current = reason if isinstance(reason, BaseException) else current.__cause__ or current.__context__
+    return None
+
+
+def _lowered(text: str) -> str:
+    """'Connection refused' -> 'connection refused' (an all-capital word such as 'TLS' is kept)."""
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text

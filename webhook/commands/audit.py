@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from webhook import kube
     from webhook.kube.inventory import ClusterReader, context_namespace
 
-    api = kube.api_client(args.kubeconfig, context=args.context)
+    api = kube.api_client(args.kubeconfig, context=args.context, warn=args.warn)
     reader = ClusterReader(api)
     namespaces = (
         None if args.all_namespaces else args.namespace or [context_namespace(args.kubeconfig, args.context)]

@@ -89,7 +89,7 @@ def still_fits(files: dict[str, bytes], hosts: list[str], renew_days: int) -> bo
 def _api(args: Any) -> Any:
     from webhook import kube
 
-    return kube.api_client(args.kubeconfig, in_cluster=args.in_cluster)
+    return kube.api_client(args.kubeconfig, in_cluster=args.in_cluster, warn=args.warn)
 
 
 def run_create(args: Any) -> int:

@@ -16,6 +16,7 @@ from kubernetes import client, config
 
 from webhook.admission import NodeGroup
 from webhook.errors import ClusterError
+from webhook.kube.client import unreachable
 from webhook.kube.nodes import node_groups, node_key
 from webhook.workloads import Workload, workload_of
 
@@ -126,8 +127,8 @@ class ClusterReader:
             if exc.status == _FORBIDDEN:
                 raise
             raise ClusterError(f"cannot {what}: {_refusal(exc)}") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ClusterError(f"cannot {what}: {type(exc).__name__}: {exc}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # reading a streamed answer
+            raise unreachable(self._api.configuration.host, exc) from None
 
     def _list(self, kind: _Kind, namespace: str | None, into: Inventory) -> bool:
         """Add the kind's workloads of one namespace (None: all) to `into`; False when refused."""

@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes import client
 
 from webhook.credentials import Keyring
-from webhook.errors import ConfigError
+from webhook.errors import ClusterError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ class PullSecrets:
         except client.ApiException as exc:
             if exc.status != 404:
                 log.warning("cannot read %s (HTTP %s %s)", what, exc.status, exc.reason)
+            return None
+        except ClusterError as exc:  # the API server did not answer: the one line says why
+            log.warning("cannot read %s: %s", what, exc)
             return None
         except Exception as exc:  # noqa: BLE001 - an API outage must not fail the admission
             log.warning("cannot read %s (%s)", what, type(exc).__name__)

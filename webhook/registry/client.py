@@ -40,6 +40,7 @@ from webhook.errors import (
     RegistryError,
     RegistryUnreachable,
     Unauthorized,
+    network_cause,
 )
 from webhook.netguard import literal_blocked_reason
 from webhook.policy import RegistryOptions
@@ -715,7 +716,8 @@ class RegistryClient:
                 ) from None
             raise RegistryUnreachable(f"{where}: {host} timed out") from None
         except httpx.ConnectError as error:
-            raise RegistryUnreachable(f"{where}: cannot connect to {host}: {_one_line(str(error))}") from None
+            cause = network_cause(error) or _one_line(str(error))  # as the Kubernetes client's are read
+            raise RegistryUnreachable(f"{where}: cannot connect to {host}: {cause}") from None
         except httpx.RemoteProtocolError:
             # httpcore quotes the offending bytes; they are the registry's choice, so they stay out.
             raise RegistryUnreachable(f"{where}: {host} did not answer with valid HTTP") from None
