@@ -231,6 +231,27 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "or fix the registry or proxy in front of it that rewrites Content-Type",
         ),
     ),
+    "INVALID_DOCUMENT": Explanation(
+        title="A manifest, index or config field of the wrong type",
+        meaning="A field of the image's manifest, index or config has a type the runtimes' JSON decoders "
+        "refuse (a list, number, boolean or object where a string belongs, a descriptor without a digest, "
+        "a config that is not JSON), or pullcheck could not judge the documents at all. Only this image "
+        "is affected.",
+        runtimes=(
+            ("containerd", "fails to decode the document and the pull fails"),
+            ("CRI-O", "fails to decode the document and the pull fails"),
+        ),
+        errors=(
+            "json: cannot unmarshal array into Go struct field Descriptor.config.mediaType of type string",
+            "failed to unmarshal manifest",
+        ),
+        fixes=(
+            "look at the documents: `skopeo inspect --raw docker://IMAGE | jq .` "
+            "(and `skopeo inspect --config docker://IMAGE`)",
+            "rebuild or re-push with a standard tool (docker buildx, buildah, skopeo copy): a hand-written "
+            "or generated manifest is the usual cause",
+        ),
+    ),
     "MANIFEST_TOO_LARGE": Explanation(
         title="Manifest or config over the runtime's size limit",
         meaning="A manifest or config is larger than the runtime reads. The pull fails.",
