@@ -8,7 +8,7 @@ APT_BINARIES := /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/ctr /usr/bin/h
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: all setup apt venv binaries run test unit lint bench soak manifests demo clean
+.PHONY: all setup apt venv binaries run test unit lint bench bench-apt bench-audit soak manifests demo clean
 
 all: test
 
@@ -54,8 +54,14 @@ test: setup lint binaries
 unit: venv
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not registry and not oracle and not e2e" tests
 
-# Prints throughput and latency of the served webhook against the local registry (no assertions).
-bench: setup
+# The load generator of `make bench`.
+bench-apt:
+	@[ -x /usr/bin/wrk ] || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
+
+# Prints throughput, CPU per request and latency of the served webhook against the plain gunicorn floor
+# and the local registry (no assertions).
+bench: setup bench-apt
 	$(BIN)/python -m bench.run
 
 # Minutes of fixed-rate load on loopback; not part of `make test`.

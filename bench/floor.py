@@ -1,13 +1,14 @@
-"""The floor: a do-nothing admission webhook (parse the review, admit), served exactly like pullcheck."""
+"""The floor: a Flask app that parses the review and admits it, served by the plain gunicorn command line.
+
+`bench.run` starts `gunicorn -k gthread --workers W --threads T --reuse-port --certfile … bench.floor:app`:
+nothing of pullcheck's server, logging or metrics is in its path.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from flask import Flask, Response, request
-
-from webhook.server import ServerOptions, serve
 
 
 def create_floor_app() -> Flask:
@@ -27,16 +28,4 @@ def create_floor_app() -> Flask:
     return app
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--cert", required=True)
-    parser.add_argument("--key", required=True)
-    args = parser.parse_args()
-    return serve(
-        ServerOptions("127.0.0.1", args.port, args.cert, args.key, log_level="WARNING"), create_floor_app
-    )
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+app = create_floor_app()

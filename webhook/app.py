@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -279,7 +280,7 @@ def build_app(webhook: Webhook, max_body_bytes: int = DEFAULT_MAX_BODY) -> Flask
     def read_review() -> Request | Response:
         """The request's AdmissionReview, or the error answer when the body is not one."""
         try:
-            body = json.loads(request.get_data(cache=False))
+            body = orjson.loads(request.get_data(cache=False))
         except RequestEntityTooLarge:
             webhook.metrics.observe_invalid(413)
             return _text(413, f"the AdmissionReview is larger than {max_body_bytes} bytes")
@@ -307,7 +308,7 @@ def build_app(webhook: Webhook, max_body_bytes: int = DEFAULT_MAX_BODY) -> Flask
         webhook.metrics.observe_admission(req.kind, outcome.mode, outcome.decision, seconds)
         _log_admission(outcome, seconds)
         return Response(
-            json.dumps(admission.response(req.api_version, req.uid, outcome.decision)),
+            orjson.dumps(admission.response(req.api_version, req.uid, outcome.decision)),
             mimetype="application/json",
         )
 

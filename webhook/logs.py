@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 from typing import Any
+
+import orjson
 
 # Structured fields travel in `extra={"fields": {...}}`.
 FIELDS = "fields"
@@ -27,7 +28,16 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             entry["error"] = f"{type(error).__name__}: {error}"
-        return json.dumps(entry, default=str, separators=(",", ":"))
+        return orjson.dumps(entry, default=str).decode()
+
+
+def quiet_records() -> None:
+    """Records without the caller's file and line, thread and process: the JSON line shows none of
+    them, and finding the caller walks the stack on every record."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def logging_config(level: str = "INFO") -> dict[str, Any]:

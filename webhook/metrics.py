@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -27,6 +29,7 @@ def _leading_number(header: str | None) -> float | None:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.admission_seconds = Histogram(
             "pullcheck_admission_duration_seconds",
             "Time to answer one AdmissionReview, resolution included.",
@@ -92,10 +95,10 @@ class Metrics:
         self.audit_completed.set_to_current_time()
 
     def observe_admission(self, kind: str, mode: str, decision: Decision, seconds: float) -> None:
-        self.admission_seconds.labels(kind).observe(seconds)
+        self._child(self.admission_seconds, kind).observe(seconds)
         outcome = "allowed" if decision.allowed else "denied"
         for code in decision.codes or ("none",):
-            self.decisions.labels(mode, outcome, code).inc()
+            self._child(self.decisions, mode, outcome, code).inc()
 
     def observe_invalid(self, status: int) -> None:
         self.invalid_requests.labels(str(status)).inc()
@@ -109,7 +112,16 @@ class Metrics:
 
     def observe_cache(self, cache: str, hit: bool) -> None:
         """The checker's on_cache hook."""
-        self.cache_lookups.labels(cache, "hit" if hit else "miss").inc()
+        self._child(self.cache_lookups, cache, "hit" if hit else "miss").inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """metric.labels(*labels), kept: prometheus_client validates and hashes labels on every call.
+        Only for metrics whose label values come from a small fixed set (kinds, modes, codes, caches)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format and its content type, for GET /metrics."""

@@ -7,6 +7,7 @@ policy serves `check`, `serve` and `audit`.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -52,11 +53,26 @@ class Exemptions:
 
     def exempt_reference(self, image: str) -> bool:
         """exempt_image for an image as written (in a Pod spec): its normalised form and registry too."""
-        try:
-            ref = parse(image)
-        except InvalidReference:
-            return self.exempt_image(image, None, None)
-        return self.exempt_image(image, str(ref), ref.registry)
+        if not self.images and not self.registries:
+            return False
+        normalised, registry = _normalised(image) if len(image) <= _CACHED_IMAGE_LENGTH else _parse(image)
+        return self.exempt_image(image, normalised, registry)
+
+
+_CACHED_IMAGE_LENGTH = 512  # longer names are parsed each time, so the cache stays small
+
+
+def _parse(image: str) -> tuple[str | None, str | None]:
+    """The normalised form and registry of an image as written; (None, None) when it does not parse."""
+    try:
+        ref = parse(image)
+    except InvalidReference:
+        return None, None
+    return str(ref), ref.registry
+
+
+# Every admission asks again for the same few images: parsed once per process.
+_normalised = functools.lru_cache(maxsize=4096)(_parse)
 
 
 @dataclass(frozen=True)

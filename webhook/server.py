@@ -34,7 +34,7 @@ from gunicorn.workers.base import Worker
 
 from webhook.admission import MAX_REVIEW_BYTES
 from webhook.errors import ConfigError
-from webhook.logs import logging_config
+from webhook.logs import logging_config, quiet_records
 
 log = logging.getLogger(__name__)
 
@@ -455,6 +455,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> WSGIApp:
+        quiet_records()
         return self.app_factory()
 
 
