@@ -465,3 +465,10 @@ def test_examples_are_denied_warned_or_audited_as_the_mode_says(
         else:
             seen[name] = "clean"
     assert seen == expected
+
+
+def test_a_lone_surrogate_from_a_registry_still_gets_an_answer() -> None:
+    # A registry's JSON may escape half a surrogate pair; the fast encoder refuses such a string.
+    lone = (Finding("SCHEMA1", DENY, "containerd://2.1.3", "linux/amd64", "media type \ud800"),)
+    client, _ = make_client(RecordingChecker({"r.example/a:1": lone}), Policy(mode="enforce"))
+    assert answer(client, review("r.example/a:1"))["allowed"] is False

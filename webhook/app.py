@@ -25,7 +25,7 @@ from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.errors import InvalidReview, PullcheckError
 from webhook.findings import ImageResult
-from webhook.logs import FIELDS
+from webhook.logs import FIELDS, dumps
 from webhook.metrics import Metrics
 from webhook.policy import Policy
 from webhook.policyfile import PolicyFile
@@ -308,7 +308,7 @@ def build_app(webhook: Webhook, max_body_bytes: int = DEFAULT_MAX_BODY) -> Flask
         webhook.metrics.observe_admission(req.kind, outcome.mode, outcome.decision, seconds)
         _log_admission(outcome, seconds)
         return Response(
-            orjson.dumps(admission.response(req.api_version, req.uid, outcome.decision)),
+            dumps(admission.response(req.api_version, req.uid, outcome.decision)),
             mimetype="application/json",
         )
 

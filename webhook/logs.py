@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 from typing import Any
 
@@ -28,7 +29,16 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             entry["error"] = f"{type(error).__name__}: {error}"
-        return orjson.dumps(entry, default=str).decode()
+        return dumps(entry).decode()
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON, fast (orjson); a string orjson refuses (a lone surrogate, as a registry's
+    document may carry) falls back to the standard encoder instead of failing the answer or line."""
+    try:
+        return orjson.dumps(value, default=str)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=str, separators=(",", ":")).encode()
 
 
 def quiet_records() -> None:
