@@ -28,7 +28,7 @@ EXPECTED: dict[str, dict[str, tuple[str, set[str]]]] = {
     "index_missing_platform": {r: ("deny", {"NO_MATCHING_PLATFORM"}) for r in (C16, C21, CRIO)},
     "index_386_only": {
         C16: ("allow", set()),
-        C21: ("allow", set()),
+        C21: ("deny", {"NO_MATCHING_PLATFORM"}),  # the transfer service fetches exact matches only
         CRIO: ("deny", {"NO_MATCHING_PLATFORM"}),
     },
     "index_armv7_only": {r: ("deny", {"NO_MATCHING_PLATFORM"}) for r in (C16, C21, CRIO)},
@@ -116,7 +116,10 @@ def test_arm64_nodes(
         registry, "--runtime", C21, "--runtime", CRIO, "--platform", "linux/arm64", *refs, capsys=capsys
     )
     armv7, other, index = document["results"]
-    assert {(f["runtime"], f["code"]) for f in armv7["findings"]} == {(CRIO, "NO_MATCHING_PLATFORM")}
+    assert {(f["runtime"], f["code"]) for f in armv7["findings"]} == {
+        (C21, "NO_MATCHING_PLATFORM"),
+        (CRIO, "NO_MATCHING_PLATFORM"),
+    }
     assert other["verdict"] == "allow" and index["verdict"] == "allow"
 
 

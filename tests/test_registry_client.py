@@ -35,6 +35,7 @@ from webhook.errors import (
     Unauthorized,
 )
 from webhook.policy import RegistryOptions
+from webhook.profiles import CONFIG_READ_CAP
 from webhook.reference import ImageReference, parse
 from webhook.registry import ManifestHead, RegistryClient, RequestEvent
 
@@ -49,6 +50,7 @@ MANIFEST = json.dumps(
 ).encode()
 MANIFEST_DIGEST = digest_of(MANIFEST)
 CRIO_CAP = 4_194_304
+
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -199,7 +201,7 @@ def test_malformed_digest_arguments_never_reach_a_url(bad: str) -> None:
         lambda: client.get_manifest(REF, bad, Keyring.empty(), _deadline()),
         lambda: client.get_manifest(REF, "v1", Keyring.empty(), _deadline(), expected_digest=bad),
         lambda: client.get_blob(REF, bad, Keyring.empty(), _deadline()),
-        lambda: client.blob_exists(REF, bad, Keyring.empty(), _deadline()),
+        lambda: client.stat_blob(REF, bad, Keyring.empty(), _deadline()),
     ):
         with pytest.raises(DigestMismatch, match="digest"):
             call()
@@ -276,9 +278,16 @@ def test_manifest_between_the_two_runtime_caps_is_returned() -> None:
 
 
 def test_config_over_the_blob_cap() -> None:
-    handler, _ = _serving(b"x" * (CRIO_CAP + 1), "application/octet-stream")
+    handler, _ = _serving(b"x" * (CONFIG_READ_CAP + 1), "application/octet-stream")
     with pytest.raises(ManifestTooLarge):
-        _client(handler).get_blob(REF, digest_of(b"x" * (CRIO_CAP + 1)), Keyring.empty(), _deadline())
+        _client(handler).get_blob(REF, digest_of(b"x" * (CONFIG_READ_CAP + 1)), Keyring.empty(), _deadline())
+
+
+def test_config_between_crio_cap_and_the_read_cap_is_returned() -> None:
+    # containerd has no config cap: the rules, not the client, refuse it for CRI-O only.
+    body = b"x" * (CRIO_CAP + 1)
+    handler, _ = _serving(body, "application/octet-stream")
+    assert _client(handler).get_blob(REF, digest_of(body), Keyring.empty(), _deadline()).size == len(body)
 
 
 @pytest.mark.parametrize("announced", [len(MANIFEST) - 10, len(MANIFEST) + 10])
@@ -333,8 +342,8 @@ def test_not_found() -> None:
 
 def test_blob_exists() -> None:
     client = _client(lambda request: httpx.Response(200 if request.url.path.endswith("a" * 64) else 404))
-    assert client.blob_exists(REF, "sha256:" + "a" * 64, Keyring.empty(), _deadline())
-    assert not client.blob_exists(REF, "sha256:" + "b" * 64, Keyring.empty(), _deadline())
+    assert client.stat_blob(REF, "sha256:" + "a" * 64, Keyring.empty(), _deadline()) is not None
+    assert client.stat_blob(REF, "sha256:" + "b" * 64, Keyring.empty(), _deadline()) is None
 
 
 def test_server_error_is_unreachable() -> None:
@@ -674,8 +683,9 @@ def test_push_then_head_get_and_blobs(registry: Registry) -> None:
     )
     config = client.get_blob(ref, manifest.body["config"]["digest"], Keyring.empty(), _deadline())
     assert config.body["rootfs"]["diff_ids"] == [layer.diff_id]
-    assert client.blob_exists(ref, layer.digest, Keyring.empty(), _deadline())
-    assert not client.blob_exists(ref, digest_of(b"never pushed"), Keyring.empty(), _deadline())
+    stat = client.stat_blob(ref, layer.digest, Keyring.empty(), _deadline())
+    assert stat is not None and stat.size == len(layer.data)
+    assert client.stat_blob(ref, digest_of(b"never pushed"), Keyring.empty(), _deadline()) is None
     with pytest.raises(NotFound):
         client.head_manifest(ref, "no-such-tag", Keyring.empty(), _deadline())
     assert {e.kind for e in events} == {"manifest", "blob"} and all(

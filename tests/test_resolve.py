@@ -168,7 +168,7 @@ def _manifest_transport(
             "config": {
                 "mediaType": "application/vnd.oci.image.config.v1+json",
                 "digest": config_digest,
-                "size": 1,
+                "size": len(config.encode()),
             },
             "layers": [],
         }

@@ -41,7 +41,7 @@ def config_body(
     if variant:
         body["variant"] = variant
     if diff_ids is not None:
-        body["rootfs"]["diff_ids"] = ["sha256:" + f"{i + 1:x}" * 64 for i in range(diff_ids)]
+        body["rootfs"]["diff_ids"] = [digest_of(f"tar {i}".encode()) for i in range(diff_ids)]
     return body
 
 
@@ -255,20 +255,139 @@ def test_index_without_the_platform() -> None:
         assert "linux/arm64, linux/s390x" in finding.message
 
 
-def test_386_only_runs_on_containerd_not_crio() -> None:
+def test_386_only_runs_on_containerd_before_the_transfer_service() -> None:
     image = Image()
     child = image.manifest(top=False, config=config_body(arch="386"))
     image.index([(child, {"os": "linux", "architecture": "386"})])
-    assert image.judge(CONTAINERD_21) == []
+    for runtime in (CONTAINERD_16, CONTAINERD_20):
+        assert image.judge(runtime) == []
+    assert judge(image.resolution, parse_target(CONTAINERD_21, "linux/amd64", local_pull=True)) == []
+    # Run: the transfer service fetches exact matches only, then wants the 386 config it never fetched.
+    for runtime in (CONTAINERD_21, CRIO):
+        assert codes(image.judge(runtime)) == {"NO_MATCHING_PLATFORM": DENY}
+
+
+@pytest.mark.parametrize("entry", [{"variant": "v7"}, {}])
+def test_32bit_arm_only_runs_on_arm64_containerd_before_the_transfer_service(entry: dict[str, str]) -> None:
+    image = Image()
+    child = image.manifest(top=False, config=config_body(arch="arm", variant="v7"))
+    image.index([(child, {"os": "linux", "architecture": "arm", **entry})])
+    assert image.judge(CONTAINERD_20, "linux/arm64") == []
+    for runtime in (CONTAINERD_21, CRIO):
+        assert codes(image.judge(runtime, "linux/arm64")) == {"NO_MATCHING_PLATFORM": DENY}
+
+
+def test_transfer_service_fetches_every_matching_entry() -> None:
+    image = Image()
+    good = image.manifest(top=False)
+    broken = image.manifest(top=False, layers=[layer(n=2)])
+    image.index([(good, LINUX_AMD64), (broken, LINUX_AMD64)])
+    del image.resolution.manifests[broken.digest]
+    image.resolution.missing.add(broken.digest)
+    for runtime in (CONTAINERD_16, CONTAINERD_20, CRIO):
+        assert image.judge(runtime) == []  # they take the first
+    assert codes(image.judge(CONTAINERD_21)) == {"MISSING_BLOB": DENY}
+
+
+def test_crio_variants_are_exact() -> None:
+    image = Image()
+    v2 = image.manifest(top=False, config=config_body(variant="v2"))
+    v3 = image.manifest(top=False, config=config_body(variant="v3"), layers=[layer(n=2)])
+    image.index([(v2, {**LINUX_AMD64, "variant": "v2"}), (v3, {**LINUX_AMD64, "variant": "v3"})])
     assert codes(image.judge(CRIO)) == {"NO_MATCHING_PLATFORM": DENY}
 
 
-def test_armv7_only_runs_on_arm64_containerd_not_crio() -> None:
+def test_single_image_whose_config_has_a_variant_runs_everywhere() -> None:
     image = Image()
-    child = image.manifest(top=False, config=config_body(arch="arm", variant="v7"))
-    image.index([(child, {"os": "linux", "architecture": "arm", "variant": "v7"})])
-    assert image.judge(CONTAINERD_21, "linux/arm64") == []
-    assert codes(image.judge(CRIO, "linux/arm64")) == {"NO_MATCHING_PLATFORM": DENY}
+    image.manifest(config=config_body(variant="v2"))
+    for runtime in ALL_RUNTIMES:
+        assert image.judge(runtime) == []
+
+
+def test_nested_index_is_followed_by_containerd_refused_by_crio() -> None:
+    image = Image()
+    child = image.manifest(top=False)
+    inner = image.index([(child, LINUX_AMD64)])
+    image.resolution.manifests[inner.digest] = inner
+    image.index([(inner, {})])
+    for runtime in (CONTAINERD_16, CONTAINERD_21):
+        assert image.judge(runtime) == []
+    assert codes(image.judge(CRIO)) == {"NO_MATCHING_PLATFORM": DENY}
+
+
+def test_descriptor_sizes_are_checked_by_containerd() -> None:
+    image = Image()
+    manifest = image.manifest()
+    [lying] = manifest.body["layers"]
+    image.resolution.sizes[lying["digest"]] = lying["size"] + 1
+    assert codes(image.judge(CONTAINERD_21)) == {"SIZE_MISMATCH": DENY}
+    assert image.judge(CRIO) == []  # CRI-O checks the config's size only
+
+
+def test_config_size_is_checked_by_every_runtime() -> None:
+    image = Image()
+    manifest = image.manifest()
+    manifest.body["config"]["size"] += 1
+    for runtime in ALL_RUNTIMES:
+        assert codes(image.judge(runtime)) == {"SIZE_MISMATCH": DENY}
+
+
+def test_index_child_size_is_checked_by_containerd() -> None:
+    image = Image()
+    child = image.manifest(top=False)
+    index = image.index([(child, LINUX_AMD64)])
+    index.body["manifests"][0]["size"] += 3
+    assert codes(image.judge(CONTAINERD_16)) == {"SIZE_MISMATCH": DENY}
+    assert image.judge(CRIO) == []
+
+
+def test_diff_id_equal_to_the_compressed_digest_fails_everywhere() -> None:
+    image = Image()
+    gzipped = layer(mt.OCI_LAYER_GZIP)
+    image.manifest(layers=[gzipped], config={**config_body(), "rootfs": {"diff_ids": [gzipped["digest"]]}})
+    for runtime in ALL_RUNTIMES:
+        assert codes(image.judge(runtime)) == {"ROOTFS_MISMATCH": DENY}
+    plain = Image()
+    tar = layer(mt.OCI_LAYER)
+    plain.manifest(layers=[tar], config={**config_body(), "rootfs": {"diff_ids": [tar["digest"]]}})
+    assert plain.judge(CONTAINERD_21) == []  # an uncompressed layer's diff_id is its digest
+
+
+def test_gzip_bytes_under_the_oci_uncompressed_type_fail_on_containerd() -> None:
+    image = Image()
+    tar = layer(mt.OCI_LAYER)
+    image.manifest(layers=[tar])
+    image.resolution.heads[tar["digest"]] = b"\x1f\x8b\x08" + bytes(509)
+    for runtime in (CONTAINERD_16, CONTAINERD_21):
+        assert codes(image.judge(runtime)) == {"UNSUPPORTED_LAYER": DENY}
+    assert image.judge(CRIO) == []  # CRI-O detects the compression
+    image.resolution.heads[tar["digest"]] = bytes(257) + b"ustar" + bytes(250)
+    assert image.judge(CONTAINERD_21) == []
+
+
+def test_cosign_signature_fails_everywhere() -> None:
+    image = Image()
+    signature = layer("application/vnd.dev.cosign.simplesigning.v1+json")
+    image.manifest(layers=[signature])
+    image.resolution.heads[signature["digest"]] = b'{"critical":{"identity":{}}}'
+    for runtime in ALL_RUNTIMES:
+        assert codes(image.judge(runtime)) == {"UNSUPPORTED_LAYER": DENY}
+
+
+def test_malformed_docker_content_digest_fails_containerd() -> None:
+    image = Image()
+    image.manifest()
+    image.resolution.malformed_digest_header = "'sha256:nothex'"
+    for runtime in (CONTAINERD_16, CONTAINERD_21):
+        assert codes(image.judge(runtime)) == {"DIGEST_MISMATCH": DENY}
+    assert image.judge(CRIO) == []
+
+
+def test_crio_stacks_at_most_500_layers() -> None:
+    image = Image()
+    image.manifest(layers=[layer(n=n) for n in range(1, 502)])
+    assert codes(image.judge(CRIO)) == {"UNSUPPORTED_LAYER": DENY}
+    assert image.judge(CONTAINERD_21) == []
 
 
 def test_platformless_entries_match_last_and_are_checked_by_config() -> None:
@@ -330,8 +449,18 @@ def test_helm_chart_is_not_an_image() -> None:
 def test_artifact_type_is_not_an_image() -> None:
     image = Image()
     image.manifest(config_type=mt.OCI_EMPTY, extra={"artifactType": "application/vnd.example.sbom"})
-    [finding] = image.judge(CONTAINERD_21)
+    [finding] = image.judge(CRIO)
     assert finding.code == "NOT_AN_IMAGE" and "application/vnd.example.sbom" in finding.message
+    [finding] = image.judge(CONTAINERD_21)
+    assert finding.code == "NOT_AN_IMAGE" and mt.OCI_EMPTY in finding.message
+
+
+def test_artifact_type_on_a_runnable_image_fails_on_crio_only() -> None:
+    image = Image()
+    image.manifest(extra={"artifactType": "application/vnd.example.thing"})
+    assert codes(image.judge(CRIO)) == {"NOT_AN_IMAGE": DENY}
+    for runtime in (CONTAINERD_16, CONTAINERD_21):
+        assert image.judge(runtime) == []  # containerd ignores artifactType
 
 
 def test_oci_manifest_with_docker_config() -> None:
@@ -394,7 +523,7 @@ def test_foreign_layer_warns_and_is_not_required_in_the_registry() -> None:
 
 def test_docker_engine_stacks_at_most_125_layers() -> None:
     image = Image()
-    image.manifest(layers=[layer(n=n) for n in range(1, 127)])
+    image.manifest(layers=[layer(n=n) for n in range(1, 127)], config=config_body(diff_ids=126))
     [finding] = image.judge(DOCKER_27)
     assert (finding.code, finding.severity) == ("UNSUPPORTED_LAYER", DENY) and "126 layers" in finding.message
     assert image.judge(CONTAINERD_21) == [] and image.judge(CRIO) == []
@@ -463,6 +592,7 @@ def test_config_over_crio_cap() -> None:
     image.resolution.configs[digest] = Document(
         digest, config.content_type, CRIO_MANIFEST_CAP + 1, config.body
     )
+    manifest.body["config"]["size"] = CRIO_MANIFEST_CAP + 1
     assert codes(image.judge(CRIO)) == {"MANIFEST_TOO_LARGE": DENY}
     assert image.judge(CONTAINERD_21) == []
 

@@ -354,6 +354,10 @@ class Resolution:
     manifests: dict[str, Document] = field(default_factory=dict)  # child manifests of an index
     configs: dict[str, Document] = field(default_factory=dict)
     present: set[str] = field(default_factory=set)  # layer/blob digests the registry confirmed
+    sizes: dict[str, int] = field(default_factory=dict)  # layer digest -> size the registry announced
+    heads: dict[str, bytes] = field(default_factory=dict)  # layer digest -> its first bytes (see LAYER_HEAD)
+    # The manifest answer carried a Docker-Content-Digest that is not a digest (containerd refuses it).
+    malformed_digest_header: str | None = None
     missing: set[str] = field(default_factory=set)
     failures: dict[str, Problem] = field(default_factory=dict)
     error: Problem | None = None

@@ -87,6 +87,10 @@ class BlockedRegistry(RegistryError):
     code = "BLOCKED_REGISTRY"
 
 
+class NotAnImage(RegistryError):
+    code = "NOT_AN_IMAGE"
+
+
 class DigestMismatch(RegistryError):
     code = "DIGEST_MISMATCH"
 

@@ -71,3 +71,35 @@ def is_oci_layer(media_type: str) -> bool:
 def is_nondistributable(media_type: str) -> bool:
     base = without_encryption(media_type)
     return base in FOREIGN_LAYER_TYPES or base.startswith(OCI_NONDISTRIBUTABLE_PREFIX)
+
+
+# How many first bytes of a layer show what it is: the tar header's `ustar` magic ends at byte 262.
+LAYER_HEAD = 512
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def needs_sniffing(media_type: str) -> bool:
+    """Whether a layer's first bytes matter to a runtime: the OCI uncompressed type (containerd does not
+    look for compression there) and types of no layer family (CRI-O applies what it finds)."""
+    if media_type.endswith(ENCRYPTED_SUFFIX) or is_nondistributable(media_type):
+        return False
+    return media_type == OCI_LAYER or not (is_oci_layer(media_type) or media_type in DOCKER_LAYER_TYPES)
+
+
+def is_compressed(media_type: str) -> bool:
+    """A layer type that announces gzip or zstd compression (Docker's or OCI's spelling)."""
+    return without_encryption(media_type).endswith(("gzip", "zstd"))
+
+
+def content_of(head: bytes) -> str | None:
+    """What a layer's first bytes are: 'gzip', 'zstd', 'tar', or None (none of those)."""
+    if not head:
+        return "tar"  # an empty blob reads as an empty archive
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    if head[257:262] == b"ustar" or (len(head) >= LAYER_HEAD and not head.strip(b"\0")):
+        return "tar"  # a POSIX/GNU header, or the zero blocks that end (or make) an empty archive
+    return None

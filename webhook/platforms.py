@@ -132,10 +132,12 @@ def select_containerd(entries: Sequence[Mapping[str, Any]], wanted: Platform) ->
 
 
 def _crio_matches(image: Platform, wanted: Platform) -> bool:
+    # Variants compare exactly (run with c/image 5.35): a node reports none, so on amd64 only entries
+    # without a variant match, and `amd64/v2`-only indexes have nothing for CRI-O.
     return (
         image.architecture == wanted.architecture
         and image.os == wanted.os
-        and (not wanted.variant or image.variant == wanted.variant)
+        and image.variant == wanted.variant
     )
 
 
@@ -152,6 +154,13 @@ def select_crio(entries: Sequence[Mapping[str, Any]], wanted: Platform) -> Mappi
     return None
 
 
+def exact_entries(entries: Sequence[Mapping[str, Any]], wanted: Platform) -> list[Mapping[str, Any]]:
+    """The entries containerd's strict matcher keeps (`platforms.OnlyStrict`): the normalised wanted
+    platform, and entries without a platform (`FilterPlatforms` keeps those)."""
+    normal = normalize(wanted)
+    return [e for e in entries if (p := entry_platform(e)) is None or normalize(p) == normal]
+
+
 def select(
     entries: Sequence[Mapping[str, Any]], wanted: Platform, selection: str
 ) -> Mapping[str, Any] | None:
@@ -163,5 +172,10 @@ def runs_on(image: Platform, target: Platform) -> bool:
     """Whether a single-platform image (its config's os/architecture) can start on the target.
 
     Neither runtime refuses such an image at pull; the kernel runs what containerd's fallback vector
-    lists (386 on amd64, 32-bit arm on arm64) and fails the rest with `exec format error`."""
-    return normalize(image) in containerd_candidates(target)
+    lists (386 on amd64, 32-bit arm on arm64) and fails the rest with `exec format error`.  A node
+    reports no variant, so the config's variant (amd64 `v2`) is not held against it (run: it starts)."""
+    normal = normalize(image)
+    candidates = containerd_candidates(target)
+    if target.variant:
+        return normal in candidates
+    return any((c.os, c.architecture) == (normal.os, normal.architecture) for c in candidates)

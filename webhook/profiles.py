@@ -8,16 +8,22 @@ RUNTIMES.md row it comes from.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from webhook import mediatypes as mt
+from webhook import platforms
 from webhook.findings import DEFAULT_SEVERITY, DENY, INFO, WARN
+from webhook.platforms import Platform
 from webhook.runtimes import Runtime, Target
 
 CONTAINERD_MANIFEST_CAP = 4_393_216  # core/remotes/docker/resolver.go: a typo'd 4 MiB, top-level only
 CRIO_MANIFEST_CAP = 4_194_304  # containers/image internal/iolimits: every manifest and the config
 DOCKER_MAX_LAYERS = 125  # Docker Engine's overlay2 limit; containerd has no fixed one
+CRIO_MAX_LAYERS = 500  # containers/storage overlay: the mount options of more layers do not fit
+# containerd reads an image config of any size; pullcheck's bound on reading one (CRI-O's cap is 4 MiB).
+CONFIG_READ_CAP = 16 * 1024 * 1024
 
 # How an index entry is chosen: containerd's ordered fallback vector (`platforms.Only`, amd64 → 386,
 # arm64 → 32-bit arm), or containers/image's exact os/architecture with its variant table.
@@ -50,6 +56,10 @@ class Profile:
     config_cap: int | None = None  # CRI-O reads the config through the same 4 MiB limit
     # -- choosing from an index ----------------------------------------------------------------------
     selection: Selection = "fallback"
+    # containerd 2.1's transfer service fetches only the children matching the node exactly (and those
+    # without a platform), every one of them, then takes the config by the fallback order.
+    fetches_every_exact_match: bool = False
+    follows_nested_index: bool = True  # index → index → manifest (CRI-O: a manifest list, not an image)
     # A platform-less entry's config is read and must match (containerd's images.Manifest).
     checks_platformless_config: bool = True
     # -- schema 1 ------------------------------------------------------------------------------------
@@ -60,15 +70,24 @@ class Profile:
     # -- image or artifact ---------------------------------------------------------------------------
     # CRI-O: an OCI manifest with a Docker config, or a Docker manifest with OCI layer types, fails.
     refuses_mixed_media_types: bool = False
+    # CRI-O takes an image config with `artifactType` for an artifact; containerd ignores the field.
+    artifact_type_is_artifact: bool = False
     # -- layers --------------------------------------------------------------------------------------
     # Layer types allowed in a Docker v2s2 manifest; OCI types there are mixed media types.
     docker_manifest_layer_types: frozenset[str] = mt.DOCKER_LAYER_TYPES
     checks_oci_layer_types: bool = True  # containers/image sniffs compression instead of reading the type
     unsupported_layer_types: frozenset[str] = frozenset()  # types this version has no processor for
     empty_diff_ids_ok: bool = False  # containers/image accepts an empty rootfs.diff_ids
+    # Uncompressed layer types whose bytes are still checked for gzip/zstd (containerd: Docker's only).
+    compression_sniffed: frozenset[str] = frozenset({mt.DOCKER_LAYER})
+    # Descriptors whose size must equal what is served: 'manifest' (index entries), 'config', 'layer'.
+    checked_sizes: frozenset[str] = frozenset({"manifest", "config", "layer"})
+    checks_digest_header: bool = True  # a malformed Docker-Content-Digest fails the pull
     max_layers: int | None = None
     # -- names ---------------------------------------------------------------------------------------
     short_names_from_node_config: bool = False  # CRI-O: registries.conf decides; else docker.io
+    # The profile of this runtime on a node that uses the local pull path (`use_local_image_pull`).
+    local_pull: Profile | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -82,6 +101,15 @@ class Profile:
         if code == "SHORT_NAME" and not self.short_names_from_node_config:
             return INFO
         return DEFAULT_SEVERITY[code]
+
+    def fetched_entries(
+        self, entries: Sequence[Mapping[str, Any]], wanted: Platform
+    ) -> list[Mapping[str, Any]]:
+        """The index entries this runtime fetches for a node of platform `wanted`."""
+        if self.fetches_every_exact_match:
+            return platforms.exact_entries(entries, wanted)
+        chosen = platforms.select(entries, wanted, self.selection)
+        return [] if chosen is None else [chosen]
 
 
 CONTAINERD_1_6 = Profile(
@@ -98,8 +126,15 @@ CONTAINERD_1_7 = replace(
 CONTAINERD_2_0 = replace(
     CONTAINERD_1_7, name="containerd 2.0", schema1=Schema1(DENY, "disabled by default since containerd 2.0")
 )
+# containerd 2.1+ with `use_local_image_pull` (or settings that force the local path) pulls like 2.0.
+CONTAINERD_2_1_LOCAL = replace(
+    CONTAINERD_2_0, name="containerd 2.1+ (local pull)", schema1=Schema1(DENY, "removed in containerd 2.1")
+)
 CONTAINERD_2_1 = replace(
-    CONTAINERD_2_0, name="containerd 2.1+", schema1=Schema1(DENY, "removed in containerd 2.1")
+    CONTAINERD_2_1_LOCAL,
+    name="containerd 2.1+ (transfer service)",
+    fetches_every_exact_match=True,
+    local_pull=CONTAINERD_2_1_LOCAL,
 )
 CRIO = Profile(
     "CRI-O",
@@ -110,13 +145,19 @@ CRIO = Profile(
     caps_child_manifests=True,
     config_cap=CRIO_MANIFEST_CAP,
     selection="exact",
+    follows_nested_index=False,
     checks_platformless_config=False,
     schema1=Schema1(WARN, "{runtime} still pulls it, deprecated"),
     schema1_child_refused=False,
     refuses_mixed_media_types=True,
+    artifact_type_is_artifact=True,
     docker_manifest_layer_types=mt.CRIO_DOCKER_LAYER_TYPES,
     checks_oci_layer_types=False,
     empty_diff_ids_ok=True,
+    compression_sniffed=frozenset({mt.DOCKER_LAYER, mt.OCI_LAYER}),
+    checked_sizes=frozenset({"config"}),
+    checks_digest_header=False,  # not read on a by-tag pull
+    max_layers=CRIO_MAX_LAYERS,
     short_names_from_node_config=True,
 )
 DOCKER_25 = replace(
@@ -151,4 +192,7 @@ def profile_of(runtime: Runtime) -> Profile:
 
 
 def profile_for(target: Target) -> Profile:
-    return profile_of(target.runtime)
+    profile = profile_of(target.runtime)
+    if target.local_pull and profile.local_pull is not None:
+        return profile.local_pull
+    return profile

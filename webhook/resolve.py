@@ -19,7 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
-from webhook import errors, platforms
+from webhook import errors
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.documents import (
@@ -33,13 +33,20 @@ from webhook.documents import (
     descriptors,
     schema1_blobs,
 )
-from webhook.errors import InvalidReference, NotFound, RegistryError
+from webhook.errors import (
+    DeadlineExceeded,
+    InvalidReference,
+    NotAnImage,
+    NotFound,
+    RegistryError,
+    RegistryUnreachable,
+)
 from webhook.findings import ImageResult
-from webhook.mediatypes import is_nondistributable
+from webhook.mediatypes import LAYER_HEAD, is_nondistributable, needs_sniffing
 from webhook.policy import Policy
 from webhook.profiles import profile_for
 from webhook.reference import ImageReference, parse
-from webhook.rules import judge
+from webhook.rules import MAX_INDEX_DEPTH, judge
 from webhook.runtimes import Target
 
 T = TypeVar("T")
@@ -49,6 +56,14 @@ log = logging.getLogger(__name__)
 class ManifestHeadLike(Protocol):
     @property
     def digest(self) -> str | None: ...
+
+    @property
+    def malformed_digest(self) -> str | None: ...
+
+
+class BlobStatLike(Protocol):
+    @property
+    def size(self) -> int | None: ...
 
 
 class RegistrySource(Protocol):
@@ -71,7 +86,13 @@ class RegistrySource(Protocol):
         self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline
     ) -> Document: ...
 
-    def blob_exists(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> bool: ...
+    def stat_blob(
+        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline
+    ) -> BlobStatLike | None: ...
+
+    def read_blob_head(
+        self, ref: ImageReference, digest: str, length: int, keyring: Keyring, deadline: Deadline
+    ) -> bytes: ...
 
     def close(self) -> None: ...
 
@@ -133,6 +154,8 @@ class _SingleFlight:
                 del self._running[key]
 
 
+_ABSENT, _NO_SIZE = -2, -1  # layer-size cache values: a 404, a present blob without Content-Length
+
 # Negative answers worth remembering briefly: they are what a burst of Pods of one bad image repeats.
 _NEGATIVE_CODES = frozenset({"NOT_FOUND", "UNAUTHORIZED", "RATE_LIMITED"})
 
@@ -158,7 +181,8 @@ class Checker:
         # must not leave another admission waiting for threads until its own deadline.
         self.workers = workers
         self._documents: _Expiring[Document] = _Expiring(cache_size)  # by registry, repository, digest
-        self._blobs: _Expiring[bool] = _Expiring(cache_size * 8)  # layer presence
+        self._blobs: _Expiring[int] = _Expiring(cache_size * 8)  # layer sizes (see _blob_size)
+        self._heads: _Expiring[bytes] = _Expiring(cache_size)  # first bytes of layers sniffed
         self._tags: _Expiring[str | Problem] = _Expiring(cache_size)  # tag/digest -> digest, per keyring
         self._results: _Expiring[ImageResult] = _Expiring(cache_size)  # whole answers, per keyring
         self._flight = _SingleFlight()
@@ -268,29 +292,33 @@ class Checker:
         """Fetch what the targets' runtimes would fetch for `ref`."""
         resolution = Resolution(image)
         try:
-            digest, top = self._top_digest(ref, keyring, deadline)
+            digest, top = self._top_digest(ref, keyring, deadline, resolution)
             resolution.top = top or self._manifest(ref, digest, keyring, deadline)
         except RegistryError as exc:
             resolution.error = Problem(exc.code, str(exc))
             return resolution
-        structure = resolution.top.structure
-        if structure == INDEX:
-            children = self._selected_children(resolution.top, targets)
+        manifests = [resolution.top]
+        indexes = [resolution.top]
+        for _ in range(MAX_INDEX_DEPTH):  # an index of indexes: containerd follows it
+            children = [
+                d for i in indexes if i.structure == INDEX for d in self._fetched_children(i, targets)
+            ]
+            children = [d for d in dict.fromkeys(children) if d not in resolution.manifests]
             self._fetch_all(children, lambda d: self._child(ref, d, keyring, deadline, resolution))
-            manifests = list(resolution.manifests.values())
-        else:
-            manifests = [resolution.top]
+            indexes = [resolution.manifests[d] for d in children if d in resolution.manifests]
+            manifests += indexes
         self._fetch_contents(ref, manifests, keyring, deadline, resolution)
         return resolution
 
     # -- steps -------------------------------------------------------------------------------------
 
     def _top_digest(
-        self, ref: ImageReference, keyring: Keyring, deadline: Deadline
+        self, ref: ImageReference, keyring: Keyring, deadline: Deadline, resolution: Resolution
     ) -> tuple[str, Document | None]:
         """The digest the reference stands for now, proven readable with this keyring.
 
-        Returns the manifest too when finding the digest needed a GET (no Docker-Content-Digest)."""
+        Returns the manifest too when finding the digest needed a GET (no Docker-Content-Digest).  A
+        malformed Docker-Content-Digest is noted in `resolution`, and such an answer is not cached."""
         key = (ref.registry, ref.repository, ref.manifest_reference, keyring.fingerprint)
         cached = self._tags.get(key)
         self._count("tag", cached is not None)
@@ -299,30 +327,55 @@ class Checker:
         if cached is not None:
             return cached, None
 
-        def lookup() -> tuple[str, Document | None]:
+        def lookup() -> tuple[str, Document | None, str | None]:
             try:
                 head = self.registry.head_manifest(ref, ref.manifest_reference, keyring, deadline)
                 if head.digest is not None:
-                    return head.digest, None
+                    return head.digest, None, None
                 document = self.registry.get_manifest(
                     ref, ref.manifest_reference, keyring, deadline, ref.digest
                 )
                 self._documents.put((ref.registry, ref.repository, document.digest), document)
-                return document.digest, document
+                return document.digest, document, head.malformed_digest
+            except DeadlineExceeded:
+                raise
+            except RegistryUnreachable as exc:
+                if ref.digest is not None:
+                    self._blob_not_manifest(ref, ref.digest, keyring, deadline, exc)
+                raise
             except RegistryError as exc:
                 if exc.code in _NEGATIVE_CODES:
                     self._tags.put(key, Problem(exc.code, str(exc)), self.negative_ttl)
                 raise
 
-        digest, document = self._flight.run(("tag", key), lookup)
+        digest, document, malformed = self._flight.run(("tag", key), lookup)
         if ref.digest is not None and digest != ref.digest:
             raise _error_for(Problem("DIGEST_MISMATCH", f"the registry announced {digest} for {ref}"))
+        resolution.malformed_digest_header = malformed
+        if malformed is not None:
+            return digest, document
         self._tags.put(key, digest, self.tag_ttl)
         if ref.digest is None:
             # The tag's answer also proves the digest readable with this keyring: the same image pinned
             # to it (by /mutate, then judged by /validate) is answered without asking again.
             self._tags.put((ref.registry, ref.repository, digest, keyring.fingerprint), digest, self.tag_ttl)
         return digest, document
+
+    def _blob_not_manifest(
+        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline, trouble: RegistryError
+    ) -> None:
+        """Raise NotAnImage when a digest the manifests endpoint fails on names a blob (an image ID).
+
+        containerd asks the blobs endpoint after the manifests one, as here; nothing runs a blob."""
+        try:
+            found = self.registry.stat_blob(ref, digest, keyring, deadline)
+        except RegistryError:
+            return
+        if found is not None:
+            raise NotAnImage(
+                f"{digest} names a blob of {ref.registry}/{ref.repository} (an image ID or config?), "
+                f"not a manifest: {trouble}"
+            )
 
     def _manifest(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> Document:
         return self._cached(
@@ -340,13 +393,30 @@ class Checker:
             lambda: self.registry.get_blob(ref, digest, keyring, deadline),
         )
 
-    def _blob_present(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> bool:
-        return self._cached(
+    def _blob_size(
+        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline
+    ) -> int | None:
+        """The layer's announced size, _NO_SIZE when present without one; None when absent."""
+
+        def stat() -> int:
+            found = self.registry.stat_blob(ref, digest, keyring, deadline)
+            return _ABSENT if found is None else _NO_SIZE if found.size is None else found.size
+
+        size = self._cached(
             self._blobs,
             "blob",
             (ref.registry, ref.repository, digest),
-            lambda: self.registry.blob_exists(ref, digest, keyring, deadline),
-            ttl=lambda present: None if present else self.negative_ttl,
+            stat,
+            ttl=lambda size: self.negative_ttl if size == _ABSENT else None,
+        )
+        return None if size == _ABSENT else size
+
+    def _layer_head(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> bytes:
+        return self._cached(
+            self._heads,
+            "head",
+            (ref.registry, ref.repository, digest),
+            lambda: self.registry.read_blob_head(ref, digest, LAYER_HEAD, keyring, deadline),
         )
 
     def _cached(
@@ -370,13 +440,12 @@ class Checker:
 
         return self._flight.run((name, key), fetch_and_keep)
 
-    def _selected_children(self, index: Document, targets: Sequence[Target]) -> list[str]:
-        """The child digests that the targets' runtimes would pick from this index."""
+    def _fetched_children(self, index: Document, targets: Sequence[Target]) -> list[str]:
+        """The child digests that the targets' runtimes would fetch from this index."""
         entries = descriptors(index.body, "manifests")
         chosen: dict[str, None] = {}
         for target in targets:
-            entry = platforms.select(entries, target.platform, profile_for(target).selection)
-            if entry is not None:
+            for entry in profile_for(target).fetched_entries(entries, target.platform):
                 chosen[entry["digest"]] = None
         return list(chosen)
 
@@ -401,6 +470,7 @@ class Checker:
         """Configs and layer presence of the image manifests, all at once."""
         configs: list[str] = []
         blobs: list[str] = []
+        sniffed: list[str] = []
         for manifest in manifests:
             if manifest.structure == SCHEMA1:
                 blobs += schema1_blobs(manifest.body)
@@ -408,11 +478,12 @@ class Checker:
                 config = config_descriptor(manifest.body)
                 if config is not None:
                     configs.append(config["digest"])
-                blobs += [
-                    layer["digest"]
-                    for layer in descriptors(manifest.body, "layers")
-                    if not is_nondistributable(str(layer.get("mediaType", "")))
-                ]
+                for layer in descriptors(manifest.body, "layers"):
+                    media_type = str(layer.get("mediaType", ""))
+                    if not is_nondistributable(media_type):
+                        blobs.append(layer["digest"])
+                    if needs_sniffing(media_type):
+                        sniffed.append(layer["digest"])
 
         def config_task(digest: str) -> None:
             try:
@@ -424,15 +495,25 @@ class Checker:
 
         def blob_task(digest: str) -> None:
             try:
-                if self._blob_present(ref, digest, keyring, deadline):
-                    resolution.present.add(digest)
-                else:
+                size = self._blob_size(ref, digest, keyring, deadline)
+                if size is None:
                     resolution.missing.add(digest)
+                    return
+                resolution.present.add(digest)
+                if size != _NO_SIZE:
+                    resolution.sizes[digest] = size
             except RegistryError as exc:
                 resolution.failures[digest] = Problem(exc.code, str(exc))
 
+        def head_task(digest: str) -> None:
+            try:
+                resolution.heads[digest] = self._layer_head(ref, digest, keyring, deadline)
+            except RegistryError:
+                pass  # the layer's presence check reports what is wrong with it
+
         tasks: list[Callable[[], None]] = [partial(config_task, d) for d in dict.fromkeys(configs)]
         tasks += [partial(blob_task, d) for d in dict.fromkeys(blobs)]
+        tasks += [partial(head_task, d) for d in dict.fromkeys(sniffed)]
         self._fetch_all(tasks, lambda task: task())
 
     def _fetch_all(self, items: Sequence[T], work: Callable[[T], None]) -> None:

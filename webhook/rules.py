@@ -26,6 +26,8 @@ from webhook.platforms import Platform
 from webhook.profiles import Profile, profile_for
 from webhook.runtimes import Target
 
+MAX_INDEX_DEPTH = 3  # index → index → …: how deep nested indexes are followed (the resolver's too)
+
 _STRUCTURE_NAMES = {INDEX: "an index", MANIFEST: "an image manifest", SCHEMA1: "a schema 1 manifest"}
 
 
@@ -99,6 +101,14 @@ class _Judge:
     # -- manifests -------------------------------------------------------------------------------
 
     def top_level(self, top: Document) -> None:
+        malformed = self.resolution.malformed_digest_header
+        if malformed is not None and self.profile.checks_digest_header:
+            self.add(
+                "DIGEST_MISMATCH",
+                f"the registry's Docker-Content-Digest {malformed} is not a digest: {self.runtime_name} "
+                "refuses the answer",
+            )
+            return
         if top.size > self.profile.manifest_cap:
             self.too_large("manifest", top.size, self.profile.manifest_cap)
             return
@@ -153,12 +163,14 @@ class _Judge:
                 self.add("MISSING_BLOB", f"layer {short(blob)} is missing from the registry")
                 break
 
-    def index(self, index: Document) -> None:
+    def index(self, index: Document, depth: int = 0) -> None:
         entries = descriptors(index.body, "manifests")
         wanted = self.target.platform
         chosen = platforms.select(entries, wanted, self.profile.selection)
+        fetched = self.profile.fetched_entries(entries, wanted)
+        offered = sorted({str(p) for e in entries if (p := platforms.entry_platform(e)) is not None})
+        has = f"; it has {', '.join(offered) or 'no platforms'}"
         if chosen is None:
-            offered = sorted({str(p) for e in entries if (p := platforms.entry_platform(e)) is not None})
             self.add(
                 "NO_MATCHING_PLATFORM",
                 f"the index has no entry for {wanted}"
@@ -167,18 +179,31 @@ class _Judge:
                     if self.profile.selection == "exact"
                     else ""
                 )
-                + f"; it has {', '.join(offered) or 'no platforms'}",
+                + has,
             )
             return
-        digest = chosen["digest"]
-        if digest in self.resolution.missing:
-            self.add("MISSING_BLOB", f"the {wanted} manifest {short(digest)} is missing from the registry")
+        if chosen not in fetched:
+            # The transfer service fetched only exact matches, then looks for the fallback's config.
+            self.add(
+                "NO_MATCHING_PLATFORM",
+                f"the index has no entry for exactly {wanted}; {self.profile} fetches only those "
+                f"and fails on the {platforms.entry_platform(chosen)} fallback{has}",
+            )
             return
-        problem = self.resolution.failures.get(digest)
+        for sibling in fetched:
+            if sibling is not chosen and sibling["digest"] != chosen["digest"]:
+                problem = self.child_problem(sibling)
+                if problem is not None:
+                    self.add(
+                        problem[0],
+                        f"{self.profile} fetches every entry for {wanted}, and another one is broken: "
+                        + problem[1],
+                    )
+        problem = self.child_problem(chosen)
         if problem is not None:
-            self.add(problem.code, problem.message)
+            self.add(*problem)
             return
-        child = self.resolution.manifests.get(digest)
+        child = self.resolution.manifests.get(chosen["digest"])
         if child is None:
             return  # not fetched: the deadline ran out first, reported by the resolver
         if self.profile.caps_child_manifests and child.size > self.profile.manifest_cap:
@@ -193,15 +218,53 @@ class _Judge:
         structure = self.check_structure(child, media_type, f"the {wanted} manifest")
         if structure == SCHEMA1:
             self.schema1(child, child=True)
-        elif structure == INDEX:
+        elif structure == INDEX and not self.profile.follows_nested_index:
             self.add(
                 "NO_MATCHING_PLATFORM",
-                f"the entry for {wanted} is itself an index, which pullcheck does not follow",
+                f"the entry for {wanted} is itself an index, which {self.runtime_name} refuses "
+                "(a manifest list instead of a single image's manifest)",
+            )
+        elif structure == INDEX and depth + 1 >= MAX_INDEX_DEPTH:
+            self.add(
+                "NO_MATCHING_PLATFORM",
+                f"indexes nested more than {MAX_INDEX_DEPTH} deep: pullcheck does not follow them",
                 severity=WARN,
             )
+        elif structure == INDEX:
+            self.index(child, depth + 1)
         elif structure == MANIFEST:
             platformless = platforms.entry_platform(chosen) is None
             self.image_manifest(child, check_platform=platformless, from_index=True)
+
+    def child_problem(self, entry: Mapping[str, Any]) -> tuple[str, str] | None:
+        """Why the child manifest an index entry names cannot be fetched as described, if it cannot."""
+        digest = entry["digest"]
+        where = platforms.entry_platform(entry) or "platform-less"
+        if digest in self.resolution.missing:
+            return "MISSING_BLOB", f"the {where} manifest {short(digest)} is missing from the registry"
+        problem = self.resolution.failures.get(digest)
+        if problem is not None:
+            return problem.code, problem.message
+        child = self.resolution.manifests.get(digest)
+        if child is not None:
+            return self.size_problem(
+                "the " + f"{where} manifest {short(digest)}", "manifest", entry, child.size
+            )
+        return None
+
+    def size_problem(
+        self, what: str, kind: str, descriptor: Mapping[str, Any], served: int | None
+    ) -> tuple[str, str] | None:
+        """A descriptor whose size differs from what the registry serves, when this runtime checks it."""
+        declared = descriptor.get("size")
+        if kind not in self.profile.checked_sizes or served is None or not isinstance(declared, int):
+            return None
+        if declared == served:
+            return None
+        return (
+            "SIZE_MISMATCH",
+            f"{what} is {served} bytes but its descriptor says {declared}: {self.runtime_name} checks sizes",
+        )
 
     def image_manifest(self, manifest: Document, *, check_platform: bool, from_index: bool = False) -> None:
         body = manifest.body
@@ -209,7 +272,7 @@ class _Judge:
         config_desc = config_descriptor(body)
         artifact_type = body.get("artifactType") if isinstance(body, Mapping) else None
         config_type = config_desc.get("mediaType") if config_desc else None
-        if isinstance(artifact_type, str) and artifact_type:
+        if isinstance(artifact_type, str) and artifact_type and self.profile.artifact_type_is_artifact:
             self.add("NOT_AN_IMAGE", f"artifact of type {artifact_type}, not a container image")
             return
         if config_desc is None:
@@ -236,14 +299,15 @@ class _Judge:
                 "UNSUPPORTED_LAYER",
                 f"{len(layers)} layers, more than the {limit} {self.runtime_name} can stack",
             )
-        config = self.config(config_desc["digest"])
+        config = self.config(config_desc)
         if config is None:
             return
-        self.rootfs(config, len(layers))
+        self.rootfs(config, layers)
         if check_platform:
             self.platform(config, from_index)
 
-    def config(self, digest: str) -> Mapping[str, Any] | None:
+    def config(self, descriptor: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        digest = descriptor["digest"]
         if digest in self.resolution.missing:
             self.add("MISSING_BLOB", f"the image config {short(digest)} is missing from the registry")
             return None
@@ -257,6 +321,10 @@ class _Judge:
         cap = self.profile.config_cap
         if cap is not None and document.size > cap:
             self.too_large("image config", document.size, cap)
+            return None
+        mismatch = self.size_problem("the image config", "config", descriptor, document.size)
+        if mismatch is not None:
+            self.add(*mismatch)
             return None
         if not isinstance(document.body, Mapping):
             self.add("MEDIA_TYPE_MISMATCH", "the image config is not a JSON object")
@@ -275,7 +343,10 @@ class _Judge:
                 self.add("ENCRYPTED_LAYER", f"layer {name} is encrypted ({media_type})")
             elif mt.is_nondistributable(media_type):
                 self.add("NONDISTRIBUTABLE_LAYER", f"layer {name} is non-distributable ({media_type})")
-            problem = self.layer_problem(mt.without_encryption(media_type), is_oci)
+            problem = self.layer_problem(mt.without_encryption(media_type), is_oci) or self.content_problem(
+                media_type, self.resolution.heads.get(digest)
+            )
+            size = self.size_problem(f"layer {name}", "layer", layer, self.resolution.sizes.get(digest))
             if problem is not None:
                 code, message = problem
                 self.add(code, f"layer {name}: {message}")
@@ -284,6 +355,30 @@ class _Judge:
             elif digest in self.resolution.failures:
                 failure = self.resolution.failures[digest]
                 self.add(failure.code, f"layer {name}: {failure.message}")
+            elif size is not None:
+                self.add(*size)
+
+    def content_problem(self, media_type: str, head: bytes | None) -> tuple[str, str] | None:
+        """What the layer's first bytes (read for uncompressed and unknown types) mean to this runtime."""
+        if head is None:
+            return None
+        content = mt.content_of(head)
+        if content is None:
+            return (
+                "UNSUPPORTED_LAYER",
+                f"{media_type} bytes are no tar archive, gzip or zstd: nothing to apply",
+            )
+        if (
+            content != "tar"
+            and media_type == mt.OCI_LAYER
+            and media_type not in self.profile.compression_sniffed
+        ):
+            return (
+                "UNSUPPORTED_LAYER",
+                f"{content} bytes under the uncompressed type {media_type}: {self.runtime_name} reads "
+                "them as a tar and fails",
+            )
+        return None
 
     def layer_problem(self, media_type: str, is_oci: bool) -> tuple[str, str] | None:
         docker_type = media_type in mt.DOCKER_LAYER_TYPES
@@ -306,11 +401,19 @@ class _Judge:
             return "UNSUPPORTED_LAYER", f"no runtime can apply layer type {media_type}"
         return None
 
-    def rootfs(self, config: Mapping[str, Any], layer_count: int) -> None:
+    def rootfs(self, config: Mapping[str, Any], layers: list[Mapping[str, Any]]) -> None:
         rootfs = config.get("rootfs")
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, Mapping) else None
         count = len(diff_ids) if isinstance(diff_ids, list) else 0
+        layer_count = len(layers)
         if count == layer_count:
+            for position, (layer, diff_id) in enumerate(zip(layers, diff_ids or [], strict=True)):
+                if diff_id == layer["digest"] and mt.is_compressed(str(layer.get("mediaType", ""))):
+                    # Every runtime hashes the uncompressed tar and compares (run: all three fail).
+                    self.add(
+                        "ROOTFS_MISMATCH",
+                        f"diff_id {position + 1} is the compressed layer's digest, not its tar's",
+                    )
             return
         if self.profile.empty_diff_ids_ok and count == 0:
             return

@@ -45,13 +45,15 @@ def parse_runtime(text: str) -> Runtime:
 class Target:
     runtime: Runtime
     platform: Platform
+    # containerd 2.1+ nodes with `use_local_image_pull` (or mirrors that force it): not the transfer service.
+    local_pull: bool = False
 
     def __str__(self) -> str:
-        return f"{self.runtime} on {self.platform}"
+        return f"{self.runtime} on {self.platform}" + (" (local pull)" if self.local_pull else "")
 
 
-def parse_target(runtime: str, platform: str) -> Target:
-    return Target(parse_runtime(runtime), platforms.parse(platform))
+def parse_target(runtime: str, platform: str, *, local_pull: bool = False) -> Target:
+    return Target(parse_runtime(runtime), platforms.parse(platform), local_pull)
 
 
 # What `pullcheck check` and a webhook without Node access assume: the runtimes of a current cluster.

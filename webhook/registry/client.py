@@ -44,7 +44,7 @@ from webhook.errors import (
 )
 from webhook.netguard import literal_blocked_reason
 from webhook.policy import RegistryOptions
-from webhook.profiles import CONTAINERD_MANIFEST_CAP, CRIO_MANIFEST_CAP
+from webhook.profiles import CONFIG_READ_CAP, CONTAINERD_MANIFEST_CAP
 from webhook.reference import ImageReference
 from webhook.registry.auth import (
     ANONYMOUS,
@@ -91,6 +91,14 @@ class ManifestHead:
     digest: str | None  # Docker-Content-Digest, validated (None when absent or malformed)
     content_type: str  # parameters stripped, lower-case, '' when absent
     size: int | None
+    malformed_digest: str | None = None  # a Docker-Content-Digest that is not a digest, as served
+
+
+@dataclass(frozen=True)
+class BlobStat:
+    """A blob the registry has; `size` is its Content-Length (None when it announced none)."""
+
+    size: int | None
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,7 @@ class _Ask:
     path: str  # after /v2/<repository>/
     kind: str
     accept: str | None = None
+    byte_range: str | None = None  # a Range header: only the first bytes of a blob are wanted
 
     @property
     def where(self) -> str:
@@ -218,7 +227,7 @@ class RegistryClient:
         *,
         network_guard: bool = False,
         manifest_cap: int = CONTAINERD_MANIFEST_CAP,
-        blob_cap: int = CRIO_MANIFEST_CAP,
+        blob_cap: int = CONFIG_READ_CAP,
         transport: httpx.BaseTransport | None = None,
         on_request: Callable[[RequestEvent], None] | None = None,
         connections_per_origin: int = DEFAULT_CONNECTIONS_PER_ORIGIN,
@@ -253,10 +262,13 @@ class RegistryClient:
             ask = _Ask(endpoint, ref.repository, "HEAD", path, "manifest", ", ".join(mt.MANIFEST_ACCEPT))
             try:
                 with self._exchange(ask, keyring, deadline) as response:
+                    announced = response.headers.get("docker-content-digest")
+                    digest = _valid_digest(announced)
                     return ManifestHead(
-                        _valid_digest(response.headers.get("docker-content-digest")),
+                        digest,
                         mt.strip_parameters(response.headers.get("content-type")),
                         _content_length(response.headers),
+                        digests.quoted(announced) if announced is not None and digest is None else None,
                     )
             except _HeadNotAllowed:
                 # As containerd does: no digest from a HEAD, so the caller GETs the manifest instead.
@@ -310,19 +322,48 @@ class RegistryClient:
 
         return self._from_mirror_or_registry(ref.registry, get)
 
-    def blob_exists(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> bool:
-        """Whether the registry has the blob (HEAD; 404 is False, other trouble raises)."""
+    def stat_blob(
+        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline
+    ) -> BlobStat | None:
+        """The blob's announced size when the registry has it (HEAD); None on 404, other trouble raises."""
         where = f"{ref.registry}/{ref.repository}"
         path = "blobs/" + _checked_digest(digest, where)
 
-        def head(endpoint: _Endpoint) -> bool:
-            with self._exchange(_Ask(endpoint, ref.repository, "HEAD", path, "blob"), keyring, deadline):
-                return True
+        def head(endpoint: _Endpoint) -> BlobStat:
+            ask = _Ask(endpoint, ref.repository, "HEAD", path, "blob")
+            with self._exchange(ask, keyring, deadline) as response:
+                return BlobStat(_content_length(response.headers))
 
         try:
             return self._from_mirror_or_registry(ref.registry, head)
         except NotFound:
-            return False
+            return None
+
+    def read_blob_head(
+        self, ref: ImageReference, digest: str, length: int, keyring: Keyring, deadline: Deadline
+    ) -> bytes:
+        """The blob's first `length` bytes (a ranged GET; a registry that ignores Range is cut off)."""
+        where = f"{ref.registry}/{ref.repository}"
+        path = "blobs/" + _checked_digest(digest, where)
+
+        def get(endpoint: _Endpoint) -> bytes:
+            ask = _Ask(endpoint, ref.repository, "GET", path, "blob", byte_range=f"bytes=0-{length - 1}")
+            what = f"{ask.where}: blob {digest}"
+            head = b""
+            with (
+                self._exchange(ask, keyring, deadline) as response,
+                self._mapped_errors(what, _netloc(response.request.url), deadline),
+                deadline_scope(deadline),
+            ):
+                arriving = [response.content] if response.is_stream_consumed else response.iter_raw()
+                for chunk in arriving:
+                    head += chunk[: length - len(head)]
+                    deadline.check(what)
+                    if len(head) >= length:
+                        break
+            return head
+
+        return self._from_mirror_or_registry(ref.registry, get)
 
     def close(self) -> None:
         with self._lock:
@@ -401,6 +442,8 @@ class RegistryClient:
                 f"{ask.endpoint.scheme}://{ask.endpoint.host}/v2/{quote(ask.repository)}/{ask.path}"
             )
         headers = {"Accept": ask.accept} if ask.accept else {}
+        if ask.byte_range:
+            headers["Range"] = ask.byte_range
         retried = False
         while True:
             response = self._authorized(ask, url, headers, credentials, deadline)
