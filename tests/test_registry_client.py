@@ -285,7 +285,7 @@ def test_config_over_the_blob_cap() -> None:
 
 def test_config_between_crio_cap_and_the_read_cap_is_returned() -> None:
     # containerd has no config cap: the rules, not the client, refuse it for CRI-O only.
-    body = b"x" * (CRIO_CAP + 1)
+    body = json.dumps({"os": "linux", "architecture": "amd64", "padding": "x" * CRIO_CAP}).encode()
     handler, _ = _serving(body, "application/octet-stream")
     assert _client(handler).get_blob(REF, digest_of(body), Keyring.empty(), _deadline()).size == len(body)
 
