@@ -56,7 +56,7 @@ def test_file_names_the_object_of_each_image(
     path = tmp_path / "app.yaml"
     path.write_text(_manifests(corpus))
     status, out, _ = _check(
-        capsys, registry, "-f", str(path), "--runtime", "containerd://2.1.0", "--platform", "linux/amd64",
+        capsys, registry, "-f", str(path), "--runtime", "containerd://2.0.0", "--platform", "linux/amd64",
         "--platform", "linux/arm64", "-o", "json",
     )  # fmt: skip
     assert status == 1
@@ -66,8 +66,8 @@ def test_file_names_the_object_of_each_image(
         {"namespace": "shop", "kind": "Deployment", "name": "web"}
     ]
     assert results[corpus["oci_index"].ref]["verdict"] == "allow"
-    # The DaemonSet selects arm64 nodes and is judged there only: containerd falls back from arm64 to
-    # arm/v7, so the arm/v7-only index runs; on linux/amd64 it would have no match.
+    # The DaemonSet selects arm64 nodes and is judged there only: containerd 2.0 falls back from arm64
+    # to arm/v7, so the arm/v7-only index runs; on linux/amd64 it would have no match.
     agent = results[corpus["index_armv7_only"].ref]
     assert agent["workloads"] == [{"namespace": "shop", "kind": "DaemonSet", "name": "agent"}]
     assert (agent["verdict"], agent["findings"]) == ("allow", [])

@@ -130,7 +130,7 @@ def _wide_manifest(layers: int) -> bytes:
 
 def _good_image(server: HostileServer) -> None:
     layer = hostile.digest_of(b"layer")
-    rootfs = {"type": "layers", "diff_ids": [layer]}
+    rootfs = {"type": "layers", "diff_ids": [hostile.digest_of(b"layer tar")]}
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": rootfs}).encode()
     manifest = {
         "schemaVersion": 2,
