@@ -227,7 +227,9 @@ def test_runtime_flag_answers_the_upgrade_question(audit_cluster: ControlPlane, 
         ("team-a/CronJob/nightly", "deny", "SCHEMA1"),
         ("team-b/StatefulSet/chart-as-image", "deny", "NOT_AN_IMAGE"),
         ("team-b/Pod/wrong-platform", "deny", "PLATFORM_MISMATCH"),
-        # containerd falls back from amd64 to 386: on containerd-only nodes the index runs
+        # containerd 1.7 falls back from amd64 to 386; 2.1's transfer service fetches exact matches only
+        ("team-b/DaemonSet/i386-anywhere", "deny", "NO_MATCHING_PLATFORM"),
+        ("team-b/ReplicationController/i386-on-containerd", "deny", "NO_MATCHING_PLATFORM"),
     }
 
 
