@@ -118,6 +118,36 @@ def test_webhook_configuration(helm: Path) -> None:
     ]
 
 
+def test_digest_pinning_adds_a_mutating_webhook_like_the_validating_one(helm: Path, tmp_path: Path) -> None:
+    assert "MutatingWebhookConfiguration" not in kinds(render(helm))
+    values = ["--set", "policy.pinDigests=true", "--set", "webhook.failurePolicy=Fail"]
+    values += ["--set-json", 'webhook.namespaceSelector={"matchLabels": {"team": "a"}}']
+    documents = render(helm, *values)
+    assert _configmap_policy(documents, tmp_path / "policy.yaml").pin_digests is True
+    (validating,) = one(documents, "ValidatingWebhookConfiguration")["webhooks"]
+    mutating = one(documents, "MutatingWebhookConfiguration")
+    assert mutating["metadata"]["name"] == "rel-pullcheck"
+    (webhook,) = mutating["webhooks"]
+    assert webhook["name"] == "pin.pullcheck.io"
+    # Pinning never refuses, whatever the validating webhook's failurePolicy.
+    assert webhook["failurePolicy"] == "Ignore" and validating["failurePolicy"] == "Fail"
+    assert webhook["reinvocationPolicy"] == "IfNeeded"
+    assert webhook["clientConfig"]["service"] == {**validating["clientConfig"]["service"], "path": "/mutate"}
+    shared = ("namespaceSelector", "matchConditions", "rules", "sideEffects", "timeoutSeconds")
+    assert {k: webhook[k] for k in shared} == {k: validating[k] for k in shared}
+    assert webhook["namespaceSelector"]["matchLabels"] == {"team": "a"}
+    by_url = render(
+        helm, "--set", "policy.pinDigests=true", "--set", "webhook.url=https://127.0.0.1:8443/validate"
+    )
+    client = one(by_url, "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]
+    assert client == {"url": "https://127.0.0.1:8443/mutate"}
+    cert_manager = render(
+        helm, "--set", "policy.pinDigests=true", "--set", "certificates.method=cert-manager"
+    )
+    annotations = one(cert_manager, "MutatingWebhookConfiguration")["metadata"]["annotations"]
+    assert annotations == {"cert-manager.io/inject-ca-from": "pc/rel-pullcheck"}
+
+
 def _configmap_policy(documents: list[dict[str, Any]], path: Path) -> Policy:
     path.write_text(one(documents, "ConfigMap")["data"]["policy.yaml"])
     return load_policy(str(path))

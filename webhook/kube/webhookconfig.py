@@ -1,4 +1,4 @@
-"""The webhook's own objects: its TLS Secret and the caBundle of its ValidatingWebhookConfiguration.
+"""The webhook's own objects: its TLS Secret and the caBundle of its webhook configurations.
 
 Used by `pullcheck certs`, which the chart runs in Helm hook Jobs: create the Secret once (and keep it on
 upgrade), then put its CA into every webhook of the configuration. Key material is never logged.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -59,24 +59,54 @@ def write_tls_secret(api: client.ApiClient, namespace: str, name: str, files: Ma
 
 
 def patch_ca_bundle(api: client.ApiClient, configuration: str, ca_pem: bytes) -> int:
-    """Set caBundle in every webhook of the ValidatingWebhookConfiguration; returns how many it holds."""
+    """Set caBundle in every webhook of the ValidatingWebhookConfiguration and, when there is one of the
+    same name (digest pinning on), of the MutatingWebhookConfiguration; returns how many webhooks in all."""
     admission: Any = client.AdmissionregistrationV1Api(api)
     bundle = base64.b64encode(ca_pem).decode()
-    what = f"update validatingwebhookconfiguration {configuration}"
+    count = _patch_one(
+        f"validatingwebhookconfiguration {configuration}",
+        lambda: admission.read_validating_webhook_configuration(configuration, _preload_content=False),
+        lambda body: admission.replace_validating_webhook_configuration(
+            configuration, body, _preload_content=False
+        ),
+        bundle,
+    )
+    mutating = _patch_one(
+        f"mutatingwebhookconfiguration {configuration}",
+        lambda: admission.read_mutating_webhook_configuration(configuration, _preload_content=False),
+        lambda body: admission.replace_mutating_webhook_configuration(
+            configuration, body, _preload_content=False
+        ),
+        bundle,
+        missing_ok=True,
+    )
+    return count + mutating
+
+
+def _patch_one(
+    what: str,
+    read: Callable[[], Any],
+    replace: Callable[[Any], Any],
+    bundle: str,
+    *,
+    missing_ok: bool = False,
+) -> int:
     for _ in range(_CONFLICT_RETRIES):
         try:
-            response = admission.read_validating_webhook_configuration(configuration, _preload_content=False)
+            response = read()
         except client.ApiException as exc:
-            raise _failure(f"read validatingwebhookconfiguration {configuration}", exc) from None
+            if missing_ok and exc.status == 404:
+                return 0
+            raise _failure(f"read {what}", exc) from None
         current = json.loads(response.data)
         webhooks = current.get("webhooks") or []
         for webhook in webhooks:
             webhook.setdefault("clientConfig", {})["caBundle"] = bundle
         try:
             # The read's resourceVersion goes along: a concurrent writer makes this a 409; read again.
-            admission.replace_validating_webhook_configuration(configuration, current, _preload_content=False)
+            replace(current)
             return len(webhooks)
         except client.ApiException as exc:
             if exc.status != 409:
-                raise _failure(what, exc) from None
-    raise ClusterError(f"cannot {what}: it kept changing under us")
+                raise _failure(f"update {what}", exc) from None
+    raise ClusterError(f"cannot update {what}: it kept changing under us")

@@ -57,3 +57,84 @@ helm.sh/hook: pre-install,pre-upgrade,post-install,post-upgrade
 helm.sh/hook-weight: "-10"
 helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 {{- end }}
+
+{{/* One webhook's fields after its name, the same for validation and pinning but for the path
+(/validate, /mutate) and failurePolicy: the same selectors, certificates and Service. With webhook.url
+the path replaces a trailing /validate of the URL. Called with (dict "root" $ "path" "/validate"). */}}
+{{- define "pullcheck.webhookFields" -}}
+{{- $path := .path }}
+{{- with .root }}
+{{- $fullname := include "pullcheck.fullname" . }}
+{{- $selector := .Values.webhook.namespaceSelector }}
+{{- $url := printf "%s%s" (trimSuffix "/validate" .Values.webhook.url) $path -}}
+admissionReviewVersions: [v1]
+sideEffects: None
+timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
+matchPolicy: Equivalent
+clientConfig:
+  {{- if .Values.webhook.url }}
+  url: {{ $url | quote }}
+  {{- else }}
+  service:
+    name: {{ $fullname }}
+    namespace: {{ .Release.Namespace }}
+    path: {{ $path }}
+    port: {{ .Values.service.port }}
+  {{- end }}
+  {{- if and .Values.webhook.caBundle (or .Values.webhook.url (eq .Values.certificates.method "secret")) }}
+  caBundle: {{ .Values.webhook.caBundle | quote }}
+  {{- end }}
+namespaceSelector:
+  {{- with $selector.matchLabels }}
+  matchLabels:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  matchExpressions:
+    # The control plane's own namespace and the webhook's are never judged: a broken image there
+    # must not be able to lock the webhook out of its own repair.
+    - key: kubernetes.io/metadata.name
+      operator: NotIn
+      values:
+        {{- toYaml (uniq (concat (list "kube-system" .Release.Namespace) .Values.webhook.excludeNamespaces)) | nindent 8 }}
+    - key: {{ .Values.webhook.optOutLabel }}
+      operator: NotIn
+      values: ["true"]
+    {{- with $selector.matchExpressions }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- with .Values.webhook.objectSelector }}
+objectSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if .Values.webhook.skipMirrorPods }}
+matchConditions:
+  - name: skip-mirror-pods
+    expression: >-
+      !has(object.metadata.annotations) ||
+      !('kubernetes.io/config.mirror' in object.metadata.annotations)
+{{- end }}
+rules:
+  - apiGroups: [""]
+    apiVersions: [v1]
+    operations: [CREATE, UPDATE]
+    resources: [pods, pods/ephemeralcontainers]
+    scope: Namespaced
+  {{- if .Values.webhook.workloads }}
+  - apiGroups: [""]
+    apiVersions: [v1]
+    operations: [CREATE, UPDATE]
+    resources: [replicationcontrollers]
+    scope: Namespaced
+  - apiGroups: [apps]
+    apiVersions: [v1]
+    operations: [CREATE, UPDATE]
+    resources: [deployments, replicasets, statefulsets, daemonsets]
+    scope: Namespaced
+  - apiGroups: [batch]
+    apiVersions: [v1]
+    operations: [CREATE, UPDATE]
+    resources: [jobs, cronjobs]
+    scope: Namespaced
+  {{- end }}
+{{- end }}
+{{- end }}
