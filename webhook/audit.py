@@ -14,15 +14,15 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from webhook import admission
+from webhook import admission, pinning
 from webhook.admission import NodeGroup
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.errors import InvalidReference
-from webhook.findings import DENY, ImageResult
+from webhook.findings import DENY, INFO, Finding, ImageResult
 from webhook.policy import Policy
 from webhook.reference import parse
 from webhook.runtimes import Target
@@ -217,17 +217,37 @@ def audit(
         timeout=timeout,
         on_progress=on_progress,
     )
-    # Workloads whose image came out the same (other credentials, other nodes) share one entry.
+    # Workloads whose image came out the same (other credentials, other nodes, no drift) share one entry.
     entries: dict[ImageResult, list[Workload]] = {}
     for (image, keyring, targets), users in uses.items():
         result = admission.for_targets(results[(image, keyring)], targets)
-        entries.setdefault(result, []).extend(users)
+        for user in users:
+            entries.setdefault(with_drift(result, user.running.get(image), policy), []).append(user)
     return AuditReport(
         entries=tuple(ImageAudit(result, tuple(users)) for result, users in entries.items()),
         problems=tuple(problems),
         workloads=judged,
         resolutions=len(jobs),
     )
+
+
+def _short(digest: str) -> str:
+    algorithm, _, hex_digits = digest.partition(":")
+    return f"{algorithm}:{hex_digits[:12]}"
+
+
+def with_drift(result: ImageResult, running: frozenset[str] | None, policy: Policy) -> ImageResult:
+    """The result with a DIGEST_DRIFT finding when a workload's Pods run another digest than the one its
+    tag names now: a reschedule would pull something else than what runs. The index's manifests count as
+    the index (a runtime may report the one it picked). An image written with a digest is not compared."""
+    if not running or result.digest is None or not pinning.pinnable(result.image):
+        return result
+    stale = sorted(running - {result.digest, *result.child_digests})
+    if not stale:
+        return result
+    message = f"running Pods use {', '.join(map(_short, stale))}; the tag now names {_short(result.digest)}"
+    drift = policy.apply([Finding("DIGEST_DRIFT", INFO, "", "", message)])
+    return replace(result, findings=(*result.findings, *drift)) if drift else result
 
 
 # --- the periodic audit of `pullcheck serve` -------------------------------------------------------

@@ -38,6 +38,7 @@ DEFAULT_SEVERITY = {
     "REGISTRY_UNREACHABLE": WARN,
     "RATE_LIMITED": WARN,
     "BLOCKED_REGISTRY": WARN,
+    "DIGEST_DRIFT": INFO,
 }
 CODES = frozenset(DEFAULT_SEVERITY)
 
@@ -65,6 +66,7 @@ REMEDY = {
     "REGISTRY_UNREACHABLE": "the registry could not be reached",
     "RATE_LIMITED": "the registry is rate limiting; retry later or authenticate",
     "BLOCKED_REGISTRY": "this registry is not allowed by the pullcheck policy",
+    "DIGEST_DRIFT": "roll the workload out to run what the tag names now, or pin images (pinDigests)",
 }
 
 
@@ -101,6 +103,8 @@ class ImageResult:
     digest: str | None = None
     media_type: str | None = None
     findings: tuple[Finding, ...] = field(default_factory=tuple)
+    # An index's manifests: a runtime may report one of them, not the index, as the image a Pod runs.
+    child_digests: tuple[str, ...] = ()
 
     @property
     def verdict(self) -> str:

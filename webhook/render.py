@@ -143,12 +143,14 @@ def audit_to_table(report: AuditReport) -> str:
     allowed = sorted((e for e in report.entries if e.result.verdict == ALLOW), key=lambda e: e.result.image)
     for entry in allowed:
         users = entry.workloads
+        # Drift is about the workloads, not the image: the one info finding an allowed row shows.
+        drift = [f"{f.code}: {f.message}" for f in entry.result.findings if f.code == "DIGEST_DRIFT"]
         rows.append(
             (
                 ALLOW.upper(),
                 users[0].label if len(users) == 1 else f"{len(users)} workloads",
                 entry.result.image,
-                "",
+                "; ".join(drift),
             )
         )
     workload_width = max((len(row[1]) for row in rows), default=8)

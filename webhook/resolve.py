@@ -284,6 +284,9 @@ class Checker:
             digest=top.digest if top else None,
             media_type=(top.content_type or None) if top else None,
             findings=policy.apply(findings),
+            child_digests=tuple(d["digest"] for d in descriptors(top.body, "manifests"))
+            if top and top.structure == INDEX
+            else (),
         )
 
     def resolve(

@@ -7,10 +7,10 @@ found by admission's extraction, so the audit and the webhook read an object the
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from webhook.admission import POD_SPEC_PATHS, containers_of, pod_spec_of
+from webhook.admission import CONTAINER_FIELDS, POD_SPEC_PATHS, containers_of, pod_spec_of
 from webhook.errors import ConfigError, InvalidReview
 
 WORKLOAD_KINDS = tuple(POD_SPEC_PATHS)
@@ -21,6 +21,16 @@ COVERING_OWNERS: Mapping[str, frozenset[str]] = {
     "Job": frozenset({"CronJob"}),
     "Pod": frozenset({"ReplicaSet", "StatefulSet", "DaemonSet", "Job", "ReplicationController"}),
 }
+# The status list of each container field: where the kubelet reports the image a container runs.
+STATUS_FIELDS = dict(
+    zip(
+        CONTAINER_FIELDS,
+        ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"),
+        strict=True,
+    )
+)
+# Controllers above a Pod: ReplicaSet -> Deployment, Job -> CronJob.
+_OWNER_DEPTH = 3
 # What the audit needs of a pod spec once its images are read: placement and credentials.
 KEPT_SPEC_FIELDS = ("nodeSelector", "affinity", "imagePullSecrets", "serviceAccountName", "serviceAccount")
 
@@ -36,6 +46,8 @@ class Workload:
     pod_spec: Mapping[str, Any]  # the KEPT_SPEC_FIELDS only
     api_version: str = ""
     uid: str = ""
+    # Image as written -> the digests its Pods' containers run now (from their status), when listed.
+    running: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -108,3 +120,61 @@ def workloads_in(documents: Iterable[Any]) -> list[Workload]:
     """The workloads among parsed documents (objects and lists); other kinds are passed over."""
     found = (workload_of(obj) for obj in objects_in(documents))
     return [w for w in found if w is not None]
+
+
+def controller_uid(metadata: Mapping[str, Any]) -> str:
+    """The uid of the object's controller (its ownerReference with controller: true), or ''."""
+    owners = metadata.get("ownerReferences")
+    for owner in owners if isinstance(owners, list) else []:
+        if (
+            isinstance(owner, Mapping)
+            and owner.get("controller") is True
+            and isinstance(owner.get("uid"), str)
+        ):
+            return str(owner["uid"])
+    return ""
+
+
+def running_digests(pod: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """Image as written (without a digest /mutate pinned to it) -> the digests the Pod's containers
+    report in `imageID` (`registry/repo@sha256:…`); an ID without a repository digest says nothing."""
+    spec, status = pod.get("spec"), pod.get("status")
+    if not isinstance(spec, Mapping) or not isinstance(status, Mapping):
+        return {}
+    found: dict[str, set[str]] = {}
+    for field_name, status_name in STATUS_FIELDS.items():
+        containers, statuses = spec.get(field_name), status.get(status_name)
+        if not isinstance(containers, list) or not isinstance(statuses, list):
+            continue
+        images = {
+            c.get("name"): c.get("image")
+            for c in containers
+            if isinstance(c, Mapping) and isinstance(c.get("image"), str)
+        }
+        for entry in statuses:
+            image = images.get(entry.get("name")) if isinstance(entry, Mapping) else None
+            image_id = entry.get("imageID") if isinstance(entry, Mapping) else None
+            if isinstance(image, str) and isinstance(image_id, str) and "@" in image_id:
+                found.setdefault(image.partition("@")[0], set()).add(image_id.rpartition("@")[2])
+    return {image: frozenset(digests) for image, digests in found.items()}
+
+
+def with_running(
+    workloads: Iterable[Workload],
+    pods: Iterable[tuple[str, Mapping[str, frozenset[str]]]],
+    owners: Mapping[str, str],
+) -> list[Workload]:
+    """The workloads with what their Pods run: each Pod's (uid, running_digests) counts for the Pod and
+    for its controllers up the `owners` (uid -> controller uid) chain."""
+    by_uid: dict[str, dict[str, set[str]]] = {}
+    for uid, running in pods:
+        for _ in range(_OWNER_DEPTH + 1):
+            if not uid:
+                break
+            for image, digests in running.items():
+                by_uid.setdefault(uid, {}).setdefault(image, set()).update(digests)
+            uid = owners.get(uid, "")
+    return [
+        replace(w, running={i: frozenset(d) for i, d in by_uid[w.uid].items()}) if w.uid in by_uid else w
+        for w in workloads
+    ]

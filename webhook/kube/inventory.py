@@ -18,7 +18,7 @@ from webhook.admission import NodeGroup
 from webhook.errors import ClusterError
 from webhook.kube.client import unreachable
 from webhook.kube.nodes import node_groups, node_key
-from webhook.workloads import Workload, workload_of
+from webhook.workloads import Workload, controller_uid, running_digests, with_running, workload_of
 
 _FORBIDDEN = 403
 PAGE_SIZE = 500
@@ -88,6 +88,9 @@ class Inventory:
 
     workloads: list[Workload] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # What the Pods run, and who controls whom, to tell each workload what its Pods run (drift).
+    pods: list[tuple[str, dict[str, frozenset[str]]]] = field(default_factory=list)
+    owners: dict[str, str] = field(default_factory=dict)  # uid -> controller uid
 
 
 def _refusal(exc: client.ApiException) -> str:
@@ -144,6 +147,12 @@ class ClusterReader:
             return False
         for page in pages:
             for item in page.get("items") or []:
+                metadata = item.get("metadata") or {}
+                uid = str(metadata.get("uid") or "")
+                if uid and controller_uid(metadata):
+                    into.owners[uid] = controller_uid(metadata)
+                if kind.kind == "Pod" and uid:
+                    into.pods.append((uid, running_digests(item)))
                 found = workload_of({**item, "apiVersion": kind.api_version}, kind.kind)
                 if found is not None:
                     into.workloads.append(found)
@@ -168,6 +177,7 @@ class ClusterReader:
                 each_namespace = self.namespaces()
             for namespace in namespaces if namespaces is not None else each_namespace or []:
                 self._list(kind, namespace, inventory)
+        inventory.workloads = with_running(inventory.workloads, inventory.pods, inventory.owners)
         inventory.workloads.sort(key=lambda w: (w.namespace, w.kind, w.name))
         return inventory
 
