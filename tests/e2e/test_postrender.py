@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -126,3 +127,29 @@ def test_check_file_reads_helm_template_output(
     assert denied.split()[1:3] == ["Deployment/rel-web", corpus["artifact"].ref]
     assert "NOT_AN_IMAGE" in denied
     assert done.stdout.splitlines()[-1].startswith("2 workloads: 1 denied, 0 warned, 1 allowed")
+
+
+def test_pin_installs_the_release_with_images_pinned_to_the_digest_judged(
+    cluster: ControlPlane, registry: Registry, chart: Path, namespace: str, corpus: dict[str, CorpusImage]
+) -> None:
+    post_render_args = [
+        "postrender",
+        f"--insecure-registry={registry.host}",
+        "--runtime=containerd://2.1.0",
+        "--pin",
+    ]
+    done = cluster.helm(
+        "install", "rel", str(chart), "-n", namespace, "--post-renderer", PULLCHECK,
+        *(arg for a in post_render_args for arg in ("--post-renderer-args", a)),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    checked = subprocess.run(
+        [PULLCHECK, "check", corpus["oci"].ref, "--insecure-registry", registry.host, "-o", "json"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    pinned = f"{corpus['oci'].ref}@{json.loads(checked.stdout)['results'][0]['digest']}"
+    deployment = k8s.AppsV1Api(cluster.api_client).read_namespaced_deployment("rel-web", namespace)
+    pod_spec = deployment.spec.template.spec
+    assert [c.image for c in pod_spec.init_containers + pod_spec.containers] == [pinned, pinned]
+    cron_job = k8s.BatchV1Api(cluster.api_client).read_namespaced_cron_job("rel-nightly", namespace)
+    assert cron_job.spec.job_template.spec.template.spec.containers[0].image == pinned
