@@ -46,7 +46,11 @@ def test_certs_create_and_patch_give_a_secret_and_a_ca_bundle_the_api_server_use
     cluster.create_namespace(namespace)
     values = {
         "service": {"port": port},
-        "policy": {"mode": "enforce", **registry_policy({"host": registry.host, "insecure": True})},
+        "policy": {
+            "mode": "enforce",
+            "pinDigests": True,
+            **registry_policy({"host": registry.host, "insecure": True}),
+        },
         "webhook": {"namespaceSelector": {"matchLabels": {SELECT_LABEL: release}}},
     }
     flags = [f for key, value in values.items() for f in ("--set-json", f"{key}={json.dumps(value)}")]
@@ -90,6 +94,15 @@ def test_certs_create_and_patch_give_a_secret_and_a_ca_bundle_the_api_server_use
             "jsonpath={.webhooks[*].clientConfig.caBundle}",
         )
         assert bundles.stdout.split() == [secret.data["ca.crt"]]
+        # Digest pinning's MutatingWebhookConfiguration shares the name, the certificate and the Service.
+        mutating = cluster.kubectl(
+            "get",
+            "mutatingwebhookconfiguration",
+            fullname,
+            "-o",
+            "jsonpath={.webhooks[*].clientConfig.caBundle}",
+        )
+        assert mutating.stdout.split() == [secret.data["ca.crt"]]
 
         cluster.kubectl("delete", "service", fullname, "-n", namespace, check=True)
         external = {
@@ -125,6 +138,11 @@ def test_certs_create_and_patch_give_a_secret_and_a_ca_bundle_the_api_server_use
             assert refused.returncode == 1, refused.stderr
             assert "SCHEMA1" in refused.stderr
             assert [r["namespace"] for r in webhook.admissions()] == [judged]
+            good = corpus["oci"].ref
+            pinned = cluster.kubectl("run", "good", "-n", judged, f"--image={good}", check=True)
+            assert pinned.returncode == 0
+            stored = cluster.core.read_namespaced_pod("good", judged).spec.containers[0].image
+            assert stored.startswith(f"{good}@sha256:")
         finally:
             webhook.stop()
     finally:

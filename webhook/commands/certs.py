@@ -3,7 +3,8 @@
 The chart runs them in Helm hook Jobs (the create/patch pattern): `create` makes a CA and a certificate for
 the Service's DNS names and stores them in a `kubernetes.io/tls` Secret, keeping a Secret that still fits
 (so an upgrade does not rotate the CA under running Pods); `patch` puts that Secret's CA into the
-caBundle of every webhook of the ValidatingWebhookConfiguration.
+caBundle of every webhook of the ValidatingWebhookConfiguration (and of the MutatingWebhookConfiguration of
+the same name, when digest pinning made one).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     create.set_defaults(run=run_create)
     patch = actions.add_parser(
         "patch",
-        help="put the Secret's ca.crt into the caBundle of every webhook of a ValidatingWebhookConfiguration",
+        help="put the Secret's ca.crt into the caBundle of every webhook of a ValidatingWebhookConfiguration "
+        "and of the MutatingWebhookConfiguration of the same name, if there is one",
     )
     patch.add_argument("--webhook", required=True, help="the ValidatingWebhookConfiguration's name")
     patch.add_argument("--secret", required=True, help="the Secret holding ca.crt")
