@@ -160,3 +160,25 @@ def test_check_files_as_junit(
 def test_ci_reports_need_manifests(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "-o", "sarif", "nginx:1.27"]) == 2
     assert capsys.readouterr().err == "pullcheck: --output sarif reports on manifests: use it with -f FILE\n"
+
+
+def test_reports_escape_what_the_manifests_say(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # An image string that is no reference (judged without a registry) carrying a terminal escape and a
+    # control character XML 1.0 cannot hold at all.
+    path = tmp_path / "pod.yaml"
+    path.write_text(
+        'kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{image: "bad\\x1b[2J\\x01image"}]\n'
+    )
+    assert main(["check", "-f", str(path), "-o", "junit"]) == 1
+    case = ET.fromstring(capsys.readouterr().out).find("testsuite/testcase")
+    assert case is not None and case.get("name") == "bad\\x1b[2J\\x01image"
+    assert main(["check", "-f", str(path), "-o", "sarif"]) == 1
+    result, *others = json.loads(capsys.readouterr().out)["runs"][0]["results"]
+    assert all(other["locations"] == result["locations"] for other in others)
+    assert result["ruleId"] == "INVALID_REFERENCE" and result["locations"][0]["physicalLocation"][
+        "region"
+    ] == {
+        "startLine": 4,
+        "startColumn": 17,
+    }
+    assert "\x1b" not in result["message"]["text"] and "bad\\x1b[2J\\x01image" in result["message"]["text"]

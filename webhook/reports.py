@@ -9,7 +9,6 @@ run (`--fail-on`) is a failure naming its codes and targets.
 from __future__ import annotations
 
 import json
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from webhook.audit import AuditReport
 from webhook.findings import DEFAULT_SEVERITY, DENY, INFO, REMEDY, WARN, Finding, ImageResult
 from webhook.manifests import STDIN, SourceLine
 from webhook.render import reason
+from webhook.text import printable
 from webhook.workloads import Workload
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -48,7 +48,7 @@ def _uri(path: str) -> str:
 
 def _finding_text(result: ImageResult, finding: Finding) -> str:
     """'IMAGE: CODE: message [runtime platform] (remedy)': the table's words for one finding."""
-    text = f"{result.image}: {finding.code}: {finding.message}"
+    text = f"{printable(result.image)}: {finding.code}: {printable(finding.message)}"
     target = f"{finding.runtime} {finding.platform}".strip()
     if target:
         text += f" [{target}]"
@@ -57,7 +57,7 @@ def _finding_text(result: ImageResult, finding: Finding) -> str:
 
 def _location(workload: Workload, image: str, lines: ImageLines) -> dict[str, Any]:
     location: dict[str, Any] = {
-        "logicalLocations": [{"fullyQualifiedName": workload.label, "kind": "resource"}],
+        "logicalLocations": [{"fullyQualifiedName": printable(workload.label), "kind": "resource"}],
     }
     where = lines.get((workload.label, image))
     if where is not None and where.path != STDIN:
@@ -114,14 +114,6 @@ def to_sarif(report: AuditReport, lines: ImageLines | None = None) -> str:
     return json.dumps({"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}, indent=2)
 
 
-# Characters XML 1.0 cannot carry at all, even escaped: they are dropped from a report.
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def _xml(text: str) -> str:
-    return _NOT_XML.sub("", text)
-
-
 def _codes_and_targets(result: ImageResult, severity: str) -> str:
     """'SCHEMA1 on containerd://2.1.0 linux/amd64, cri-o://1.33.2 linux/amd64; NOT_FOUND'."""
     where: dict[str, list[str]] = {}
@@ -142,10 +134,12 @@ def to_junit(report: AuditReport, fail_on: str = DENY, lines: ImageLines | None 
     for entry in sorted(report.entries, key=lambda e: e.result.image):
         result = entry.result
         for workload in sorted(entry.workloads, key=lambda w: w.label):
-            case = ET.SubElement(suite, "testcase", classname=_xml(workload.label), name=_xml(result.image))
+            case = ET.SubElement(
+                suite, "testcase", classname=printable(workload.label), name=printable(result.image)
+            )
             where = (lines or {}).get((workload.label, result.image))
             if where is not None and where.path != STDIN:
-                case.set("file", _xml(where.path))
+                case.set("file", printable(where.path))
                 case.set("line", str(where.line))
             cases += 1
             if result.verdict in failing:
@@ -153,15 +147,15 @@ def to_junit(report: AuditReport, fail_on: str = DENY, lines: ImageLines | None 
                 failure = ET.SubElement(
                     case,
                     "failure",
-                    message=_xml(_codes_and_targets(result, result.verdict)),
+                    message=printable(_codes_and_targets(result, result.verdict)),
                     type=result.verdict,
                 )
-                failure.text = _xml(reason(result))
+                failure.text = printable(reason(result))
             elif result.verdict == WARN:
-                ET.SubElement(case, "system-out").text = _xml(f"warn: {reason(result)}")
+                ET.SubElement(case, "system-out").text = printable(f"warn: {reason(result)}")
     for problem in report.problems:
-        case = ET.SubElement(suite, "testcase", classname="not audited", name=_xml(problem))
-        ET.SubElement(case, "skipped", message=_xml(problem))
+        case = ET.SubElement(suite, "testcase", classname="not audited", name=printable(problem))
+        ET.SubElement(case, "skipped", message=printable(problem))
         cases += 1
         skipped += 1
     suite.set("tests", str(cases))
