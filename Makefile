@@ -8,7 +8,7 @@ APT_BINARIES := /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/ctr /usr/bin/h
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: all setup apt venv binaries run test unit lint bench bench-apt bench-audit soak manifests demo clean
+.PHONY: all setup apt venv binaries wheels run test unit lint bench bench-apt bench-audit soak manifests demo clean
 
 all: test
 
@@ -38,6 +38,10 @@ venv: $(VENV)/.installed
 binaries: venv
 	$(BIN)/python tests/e2e/build_binaries.py
 
+# Wheels of pullcheck's dependencies, so the pre-commit hook test installs pullcheck without an index.
+wheels: venv
+	$(BIN)/python -m tests.harness.wheelhouse
+
 run: venv
 	$(BIN)/pullcheck serve
 
@@ -48,7 +52,7 @@ lint: venv
 	$(BIN)/mypy tests bench scripts
 	$(BIN)/lint-imports
 
-test: setup lint binaries
+test: setup lint binaries wheels
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests
 
 unit: venv

@@ -9,12 +9,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import socket
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from kubernetes import client as k8s
@@ -337,3 +341,116 @@ def test_forbidden_namespaces_and_nodes_are_report_lines(
         if e["user"]["username"] == "system:serviceaccount:default:auditor"
     }
     assert verbs and verbs <= {"list", "get"}
+
+
+def test_sarif_and_junit_name_each_workload(audit_cluster: ControlPlane, registry: Registry) -> None:
+    done = audit(audit_cluster, registry, "-n", "team-b", "-o", "sarif")
+    assert done.returncode == 1, done.stderr
+    log = json.loads(done.stdout)
+    schema = json.loads((Path(__file__).parent.parent / "data" / "sarif-schema-2.1.0.json").read_text())
+    jsonschema.Draft4Validator(schema).validate(log)
+    located = {
+        (r["ruleId"], r["level"], r["locations"][0]["logicalLocations"][0]["fullyQualifiedName"])
+        for r in log["runs"][0]["results"]
+    }
+    assert located == {
+        ("NOT_AN_IMAGE", "error", "team-b/StatefulSet/chart-as-image"),
+        ("PLATFORM_MISMATCH", "error", "team-b/Pod/wrong-platform"),
+        ("NO_MATCHING_PLATFORM", "error", "team-b/DaemonSet/i386-anywhere"),
+    }
+    # Workloads from the cluster have no file: no physical location.
+    assert not any("physicalLocation" in r["locations"][0] for r in log["runs"][0]["results"])
+
+    done = audit(audit_cluster, registry, "-n", "team-b", "-o", "junit")
+    assert done.returncode == 1, done.stderr
+    suite = ET.fromstring(done.stdout)[0]
+    verdicts = {
+        c.get("classname"): (c.find("failure").get("message") if c.find("failure") is not None else "pass")
+        for c in suite.iter("testcase")
+    }
+    assert verdicts == {
+        "team-b/StatefulSet/chart-as-image": f"NOT_AN_IMAGE on {CONTAINERD_1_7} linux/amd64, "
+        f"{CRIO_1_33} linux/amd64",
+        "team-b/Pod/wrong-platform": f"PLATFORM_MISMATCH on {CONTAINERD_1_7} linux/amd64, "
+        f"{CRIO_1_33} linux/amd64",
+        "team-b/DaemonSet/i386-anywhere": f"NO_MATCHING_PLATFORM on {CRIO_1_33} linux/amd64",
+        "team-b/ReplicationController/i386-on-containerd": "pass",
+    }
+
+
+def test_kubectl_finds_the_plugin_on_path(
+    audit_cluster: ControlPlane, registry: Registry, tmp_path: Path
+) -> None:
+    """The real kubectl runs `kubectl-pullcheck` from PATH for `kubectl pullcheck ...`, with kubectl's
+    usual --kubeconfig, --context and -n / -A, as krew installs it."""
+    cluster = audit_cluster
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "kubectl-pullcheck").symlink_to(Path(PULLCHECK).with_name("kubectl-pullcheck"))
+    # A second context in the kubeconfig, named on the command line: the plugin reads --context itself.
+    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
+    kubeconfig["contexts"].append({"name": "audit", "context": {**kubeconfig["contexts"][0]["context"]}})
+    kubeconfig["contexts"][0]["context"]["cluster"] = "nowhere"  # the current context is unusable
+    with socket.socket() as probe:  # a loopback port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"https://127.0.0.1:{probe.getsockname()[1]}"
+    kubeconfig["clusters"].append({"name": "nowhere", "cluster": {"server": nowhere}})
+    (tmp_path / "kc").write_text(yaml.safe_dump(kubeconfig))
+    env = {
+        "PATH": f"{plugins}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    kubectl = str(cluster.binaries["kubectl"])
+
+    listed = subprocess.run([kubectl, "plugin", "list"], capture_output=True, text=True, env=env, timeout=60)
+    assert str(plugins / "kubectl-pullcheck") in listed.stdout, listed.stderr
+
+    common = [
+        "--kubeconfig",
+        str(tmp_path / "kc"),
+        "--context",
+        "audit",
+        "--insecure-registry",
+        registry.host,
+    ]
+    for scope in (["-A"], ["-n", "team-a"]):
+        done = subprocess.run(
+            [kubectl, "pullcheck", "audit", *common, *scope, "-o", "json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        namespaces = {w["namespace"] for r in json.loads(done.stdout)["results"] for w in r["workloads"]}
+        assert namespaces == ({"team-a", "team-b"} if scope == ["-A"] else {"team-a"}), done.stderr
+    # Errors carry the plugin's name as kubectl users typed it.
+    done = subprocess.run(
+        [kubectl, "pullcheck", "audit", "--kubeconfig", str(tmp_path / "kc"), "-A"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        f"kubectl pullcheck: cannot reach the API server {nowhere}: connection refused"
+    )
+
+
+def test_an_insecure_kubeconfig_warns_once(
+    audit_cluster: ControlPlane, registry: Registry, tmp_path: Path
+) -> None:
+    """Every list and page is a request; urllib3 would warn on each. One line says it instead."""
+    kubeconfig = yaml.safe_load(audit_cluster.kubeconfig.read_text())
+    cluster = kubeconfig["clusters"][0]["cluster"]
+    cluster.pop("certificate-authority", None)
+    cluster["insecure-skip-tls-verify"] = True
+    path = tmp_path / "insecure"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    done = audit(audit_cluster, registry, "-A", "-o", "json", kubeconfig=path)
+    assert done.returncode == 1 and json.loads(done.stdout)["results"]
+    assert done.stderr.splitlines() == [
+        f"pullcheck: warning: {path} turns off TLS verification: the identity of "
+        f"{audit_cluster.server} is not checked"
+    ]
