@@ -82,15 +82,20 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             ),
             (
                 "containerd 2.1 and later",
-                "fetches only exact matches, so a 386-only or arm/v7-only index fails "
-                "on amd64 or arm64 nodes",
+                "fetches only exact matches (transfer service, the default), so a 386-only or arm/v7-only "
+                "index fails on amd64 or arm64 nodes; with the local pull path it behaves as 2.0",
             ),
-            ("CRI-O", "exact os and architecture; variants must match exactly (nodes report none)"),
+            (
+                "CRI-O",
+                "exact os and architecture; variants must match exactly (nodes report none); an index "
+                "nested in an index is refused",
+            ),
         ),
         errors=(
             "no match for platform in manifest: not found",
             "get image config descriptor: content digest sha256:…: not found",
             'no image found in manifest list for architecture "arm64", variant "", OS "linux"',
+            "Unexpectedly received a manifest list instead of a manifest for a single image",
         ),
         fixes=_PLATFORM_FIXES,
     ),
@@ -107,16 +112,21 @@ EXPLANATIONS: Mapping[str, Explanation] = {
     ),
     "NOT_AN_IMAGE": Explanation(
         title="An artifact, not a container image",
-        meaning="The config media type is not an image config, or the manifest sets `artifactType` (a Helm "
-        "chart, a signature, an SBOM, a wasm module). No container can run from it.",
+        meaning="The config media type is not an image config (a Helm chart, a signature, an SBOM, a wasm "
+        "module), or, for CRI-O, an image config comes with `artifactType` set. No container can run "
+        "from it.",
         runtimes=(
             ("containerd 1.6", "fails at pull"),
             (
                 "containerd 2.1 and later",
-                "pulls, then fails when the container is created (ignores "
-                "`artifactType` on an otherwise runnable image)",
+                "pulls, then fails when the container is created; ignores `artifactType` on an otherwise "
+                "runnable image (no finding)",
             ),
-            ("CRI-O", "classifies it as an artifact: the pull succeeds but no container can use it"),
+            (
+                "CRI-O",
+                "classifies a non-image config, or an image config with `artifactType`, as an artifact: "
+                "the pull succeeds but no container can use it",
+            ),
         ),
         errors=(
             "mismatched image rootfs and manifest layers",
@@ -198,7 +208,11 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         "compressed digests). The image cannot be unpacked.",
         runtimes=(
             ("containerd", "fails to unpack"),
-            ("CRI-O", "accepts an empty list; fails on fewer diff_ids than layers or wrong values"),
+            (
+                "CRI-O",
+                "accepts an empty list; fails on fewer diff_ids than layers or wrong values (a diff_id "
+                "that is the compressed layer's digest fails on every runtime)",
+            ),
         ),
         errors=(
             "mismatched image rootfs and manifest layers",
@@ -269,11 +283,32 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         title="Content does not match its digest",
         meaning="The bytes served do not hash to the pinned digest or the one the registry announced. "
         "Runtimes refuse content that fails verification.",
-        runtimes=(("containerd", "refuses"), ("CRI-O", "refuses")),
-        errors=("digest mismatch", "Manifest does not match provided manifest digest"),
+        runtimes=(
+            ("containerd", "refuses; also fails on a `Docker-Content-Digest` header that is not a digest"),
+            ("CRI-O", "refuses; does not read `Docker-Content-Digest` for a pull by tag"),
+        ),
+        errors=(
+            "digest mismatch",
+            "Manifest does not match provided manifest digest",
+            "… in header not a valid digest",
+        ),
         fixes=(
             "check the pinned digest: `skopeo inspect --format '{{.Digest}}' docker://IMAGE`",
             "if the registry or a proxy changes content, fix it; otherwise push the image again",
+        ),
+    ),
+    "SIZE_MISMATCH": Explanation(
+        title="A descriptor's size does not match the content",
+        meaning="A descriptor's `size` (an index entry, the config or a layer) differs from what the "
+        "registry serves. Runtimes that check sizes refuse the content.",
+        runtimes=(
+            ("containerd", "checks every descriptor: index entries, the config and the layers"),
+            ("CRI-O", "checks the config's size only"),
+        ),
+        errors=("failed size validation", "short read: expected … bytes but got …"),
+        fixes=(
+            "push the image again from its build (docker buildx, buildah, kaniko): the descriptors are "
+            "then written from the content",
         ),
     ),
     "NOT_FOUND": Explanation(
