@@ -405,11 +405,20 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         errors=(),
         fixes=("allow the registry: `registries: [{host: HOST, allowPrivateNetwork: true}]` in the policy",),
     ),
+    "DIGEST_DRIFT": Explanation(
+        title="Running Pods use another digest than the tag names now",
+        meaning="`pullcheck audit` and the background audit only: the workload's running Pods report (in "
+        "`imageID`) another digest than the one its tag names now, so a rescheduled or scaled Pod pulls "
+        "other content, which no one has judged running yet. Info by default.",
+        runtimes=(("every runtime", "pulls what the tag names when a new Pod lands on a node without it"),),
+        errors=(),
+        fixes=(
+            "roll the workload out to run what the tag names now: `kubectl rollout restart deployment/NAME`",
+            "or pin images to digests (`pinDigests` in the policy, or `pullcheck check -f FILE --pin`)",
+            "count it: `severities: {DIGEST_DRIFT: warn}`",
+        ),
+    ),
 }
-
-
-def known_codes() -> list[str]:
-    return sorted(EXPLANATIONS)
 
 
 def to_text(code: str) -> str:
