@@ -503,3 +503,67 @@ def test_a_shortened_warning_keeps_its_fix_advice() -> None:
     assert cut == "registry.e...ory/name:1: ENCRYPTED_LAYER warns on 9 nodes: 5 containerd 2.1...; " + (
         "see pullcheck explain ENCRYPTED_LAYER"
     )
+
+
+# ---- Pods bound to nodes -----------------------------------------------------------------------------
+
+_CRIO_NODE = parse_target("cri-o://1.33.2", "linux/amd64")
+_C21_NODE = parse_target("containerd://2.1.3", "linux/amd64")
+_BOUND_GROUPS = [
+    admission.NodeGroup(
+        _CRIO_NODE, 2, {"pool": "a"}, frozenset({("old-1", "old-1"), ("old-2", "old-2-host")})
+    ),
+    admission.NodeGroup(_C21_NODE, 2, {"pool": "a"}, frozenset({("new-1", "new-1"), ("new-2", "new-2")})),
+]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"nodeName": "old-2"},
+        {"nodeSelector": {"kubernetes.io/hostname": "old-2-host"}},
+        {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["old-2"]}]}
+                        ]
+                    }
+                }
+            }
+        },
+    ],
+)
+def test_a_pod_bound_to_a_node_is_judged_for_that_node_only(spec: dict[str, Any]) -> None:
+    [group] = admission.narrow(_BOUND_GROUPS, spec)
+    assert (group.target, group.nodes, group.members) == (_CRIO_NODE, 1, frozenset({("old-2", "old-2-host")}))
+
+
+def test_a_daemonset_pod_bound_by_match_fields_keeps_its_other_requirements() -> None:
+    term = {
+        "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["new-1", "old-1"]}],
+        "matchExpressions": [{"key": "pool", "operator": "In", "values": ["b"]}],
+    }
+    spec = {
+        "affinity": {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
+        }
+    }
+    assert admission.narrow(_BOUND_GROUPS, spec) == []
+    term["matchExpressions"] = [{"key": "pool", "operator": "In", "values": ["a"]}]
+    narrowed = admission.narrow(_BOUND_GROUPS, spec)
+    assert [(g.target, g.nodes) for g in narrowed] == [(_CRIO_NODE, 1), (_C21_NODE, 1)]
+
+
+def test_a_pod_bound_to_an_unknown_node_is_judged_on_the_static_targets() -> None:
+    static = admission.static_groups([_C21_NODE])
+    assert admission.placement(_BOUND_GROUPS, static, {"nodeName": "gone"}) == static
+    # A pod template names no node: every group it selects.
+    assert admission.placement(_BOUND_GROUPS, static, {}) == _BOUND_GROUPS
+
+
+def test_local_image_pull_reaches_node_targets() -> None:
+    [crio, c21] = admission.pulling_locally(_BOUND_GROUPS, True)
+    assert c21.target.local_pull and c21.members == _BOUND_GROUPS[1].members
+    assert admission.pulling_locally(_BOUND_GROUPS, False) == _BOUND_GROUPS

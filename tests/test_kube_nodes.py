@@ -7,7 +7,7 @@ from typing import Any
 from webhook import admission
 from webhook.admission import NodeGroup
 from webhook.kube import node_groups
-from webhook.kube.nodes import node_key
+from webhook.kube.nodes import node_entry, node_key
 from webhook.runtimes import parse_target
 
 
@@ -44,11 +44,12 @@ def test_node_with_an_unknown_runtime_is_left_out() -> None:
 
 
 def test_nodes_with_the_same_target_and_labels_are_counted_together() -> None:
-    keys = [node_key(node(f"a{n}", "containerd://2.1.3", pool="general")) for n in range(3)] + [
-        node_key(node("b0", "cri-o://1.33.2", pool="general")),
-        node_key(node("c0", "containerd://2.1.3", pool="gpu")),
+    keys = [node_entry(node(f"a{n}", "containerd://2.1.3", pool="general")) for n in range(3)] + [
+        node_entry(node("b0", "cri-o://1.33.2", pool="general")),
+        node_entry(node("c0", "containerd://2.1.3", pool="gpu")),
     ]
     groups = node_groups(k for k in keys if k is not None)
+    assert groups[0].members == {("a0", "a0"), ("a1", "a1"), ("a2", "a2")}
     summary = [(str(g.target), g.nodes, g.labels.get("pool")) for g in groups]
     assert summary == [
         ("containerd://2.1.3 on linux/amd64", 3, "general"),
@@ -58,9 +59,19 @@ def test_nodes_with_the_same_target_and_labels_are_counted_together() -> None:
 
 
 def test_groups_narrow_by_any_label_and_count_failing_nodes() -> None:
-    keys = [node_key(node(f"g{n}", "containerd://2.1.3", pool="gpu")) for n in range(2)]
-    keys += [node_key(node(f"c{n}", "cri-o://1.33.2", pool="general")) for n in range(5)]
+    keys = [node_entry(node(f"g{n}", "containerd://2.1.3", pool="gpu")) for n in range(2)]
+    keys += [node_entry(node(f"c{n}", "cri-o://1.33.2", pool="general")) for n in range(5)]
     groups = node_groups(k for k in keys if k is not None)
+    narrowed = admission.narrow(groups, {"nodeSelector": {"pool": "gpu"}})
+    assert [(str(g.target), g.nodes) for g in narrowed] == [("containerd://2.1.3 on linux/amd64", 2)]
+    # The hostname names one node of the group: judged for that node alone.
     spec = {"nodeSelector": {"pool": "gpu", "kubernetes.io/hostname": "g0"}}
     narrowed = admission.narrow(groups, spec)
-    assert narrowed == [NodeGroup(parse_target("containerd://2.1.3", "linux/amd64"), 2, narrowed[0].labels)]
+    assert narrowed == [
+        NodeGroup(
+            parse_target("containerd://2.1.3", "linux/amd64"),
+            1,
+            narrowed[0].labels,
+            frozenset({("g0", "g0")}),
+        )
+    ]

@@ -165,3 +165,19 @@ def test_intervals_and_timeouts_are_finite(tmp_path: Path, text: str) -> None:
     path.write_text(text + "\n")
     with pytest.raises(ConfigError, match=text.split(":")[0]):
         load_policy(str(path))
+
+
+def test_local_image_pull_on_targets_and_for_the_nodes() -> None:
+    policy = Policy.from_mapping(
+        {
+            "localImagePull": True,
+            "targets": [
+                {"runtime": "containerd://2.1.0", "platform": "linux/amd64", "localImagePull": True},
+                {"runtime": "containerd://2.1.0", "platform": "linux/arm64"},
+            ],
+        }
+    )
+    assert policy.local_image_pull is True
+    assert [t.local_pull for t in policy.targets] == [True, False]
+    with pytest.raises(ConfigError, match=r"targets\[0\].localImagePull: must be true or false"):
+        Policy.from_mapping({"targets": [{"runtime": "containerd://2.1.0", "localImagePull": "yes"}]})

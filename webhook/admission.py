@@ -18,10 +18,13 @@ from webhook.findings import DENY, INFO, REMEDY, WARN, Finding, ImageResult, wor
 from webhook.runtimes import Target
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+Member = tuple[str, str]  # a node of a group: its name and its kubernetes.io/hostname label
 OS_LABEL, ARCH_LABEL = "kubernetes.io/os", "kubernetes.io/arch"
 # Per-node labels a node group does not keep (one group per node would defeat grouping): a selector
 # on them cannot narrow the groups, so it is treated as satisfied.
-PER_NODE_LABELS = frozenset({"kubernetes.io/hostname"})
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+PER_NODE_LABELS = frozenset({HOSTNAME_LABEL})
+NODE_NAME_FIELD = "metadata.name"  # the one field nodeAffinity matchFields may name
 # The apiserver's limits on warnings (k8s.io/apiserver/pkg/warning): 120 characters each, 4 KiB in all.
 WARNING_LENGTH = 120
 WARNINGS_TOTAL = 4096
@@ -190,6 +193,8 @@ class NodeGroup:
     target: Target
     nodes: int | None  # None for the policy's static targets, where no Node is known
     labels: Mapping[str, str] = field(default_factory=dict)
+    # (name, kubernetes.io/hostname label) of each node: what a Pod bound to nodes names them by.
+    members: frozenset[Member] = frozenset()
 
     def knows(self, key: str) -> bool:
         """Whether a selector on this label can narrow the group (policy targets know os and arch only)."""
@@ -210,6 +215,14 @@ def static_groups(targets: Iterable[Target]) -> list[NodeGroup]:
     return [NodeGroup(t, None) for t in dict.fromkeys(targets)]
 
 
+def pulling_locally(groups: Iterable[NodeGroup], local: bool) -> list[NodeGroup]:
+    """Node groups as the policy's `localImagePull` describes them: a Node does not say whether its
+    containerd 2.1+ uses the transfer service or the local pull path (`use_local_image_pull`)."""
+    if not local:
+        return list(groups)
+    return [replace(g, target=replace(g.target, local_pull=True)) for g in groups]
+
+
 def _number(text: str | None) -> int | None:
     try:
         return int(text) if text is not None else None
@@ -217,14 +230,25 @@ def _number(text: str | None) -> int | None:
         return None
 
 
-def _expression_holds(group: NodeGroup, expression: Mapping[str, Any]) -> bool:
-    """One nodeSelectorRequirement, as the scheduler reads it; unknown operators hold (cannot narrow)."""
+def _expression_holds(
+    group: NodeGroup, expression: Mapping[str, Any], member: Member | None = None, *, field: bool = False
+) -> bool:
+    """One nodeSelectorRequirement, as the scheduler reads it; unknown operators hold (cannot narrow).
+
+    With a member, its hostname label and (for matchFields) its name are known too."""
     key, operator = expression.get("key"), expression.get("operator")
-    if not isinstance(key, str) or not group.knows(key):
+    if field:
+        if key != NODE_NAME_FIELD or member is None:
+            return True
+        value: str | None = member[0]
+    elif key == HOSTNAME_LABEL and member is not None:
+        value = member[1] or None
+    elif not isinstance(key, str) or not group.knows(key):
         return True
+    else:
+        value = group.label(key)
     raw_values = expression.get("values")
     values = [v for v in raw_values if isinstance(v, str)] if isinstance(raw_values, list) else []
-    value = group.label(key)
     if operator == "In":
         return value in values
     if operator == "NotIn":
@@ -241,23 +265,21 @@ def _expression_holds(group: NodeGroup, expression: Mapping[str, Any]) -> bool:
     return True
 
 
-def _term_holds(group: NodeGroup, term: Any) -> bool:
+def _requirements(term: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    found = term.get(key) or []
+    return [e for e in found if isinstance(e, Mapping)] if isinstance(found, list) else []
+
+
+def _term_holds(group: NodeGroup, term: Any, member: Member | None = None) -> bool:
     if not isinstance(term, Mapping):
         return True
-    expressions = term.get("matchExpressions") or []
-    if not isinstance(expressions, list):
-        return True
-    # matchFields select Nodes by name, which a group cannot tell apart: they do not narrow.
-    return all(_expression_holds(group, e) for e in expressions if isinstance(e, Mapping))
+    # matchFields select Nodes by name: only a member (one node) can be told apart by them.
+    return all(_expression_holds(group, e, member) for e in _requirements(term, "matchExpressions")) and all(
+        _expression_holds(group, e, member, field=True) for e in _requirements(term, "matchFields")
+    )
 
 
-def schedulable(group: NodeGroup, pod_spec: Mapping[str, Any]) -> bool:
-    """Whether the Pod's nodeSelector and required node affinity admit the group's nodes."""
-    selector = pod_spec.get("nodeSelector")
-    if isinstance(selector, Mapping):
-        for key, wanted in selector.items():
-            if group.knows(str(key)) and group.label(str(key)) != wanted:
-                return False
+def _affinity_terms(pod_spec: Mapping[str, Any]) -> list[Any]:
     affinity = pod_spec.get("affinity")
     node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
     required = (
@@ -266,14 +288,62 @@ def schedulable(group: NodeGroup, pod_spec: Mapping[str, Any]) -> bool:
         else None
     )
     terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
-    if isinstance(terms, list) and terms:
-        return any(_term_holds(group, term) for term in terms)
+    return terms if isinstance(terms, list) else []
+
+
+def schedulable(group: NodeGroup, pod_spec: Mapping[str, Any], member: Member | None = None) -> bool:
+    """Whether the Pod's nodeName, nodeSelector and required node affinity admit the group's nodes
+    (with a member: that one node of the group)."""
+    node_name = pod_spec.get("nodeName")
+    if member is not None and isinstance(node_name, str) and node_name and node_name != member[0]:
+        return False
+    selector = pod_spec.get("nodeSelector")
+    if isinstance(selector, Mapping):
+        for key, wanted in selector.items():
+            if key == HOSTNAME_LABEL and member is not None:
+                if member[1] != wanted:
+                    return False
+            elif group.knows(str(key)) and group.label(str(key)) != wanted:
+                return False
+    terms = _affinity_terms(pod_spec)
+    if terms:
+        return any(_term_holds(group, term, member) for term in terms)
     return True
 
 
+def binds_to_nodes(pod_spec: Mapping[str, Any]) -> bool:
+    """Whether the Pod names its node(s): spec.nodeName, a nodeSelector on kubernetes.io/hostname, or
+    required node affinity on the hostname label or on metadata.name (how DaemonSet Pods are bound)."""
+    node_name = pod_spec.get("nodeName")
+    selector = pod_spec.get("nodeSelector")
+    if (isinstance(node_name, str) and node_name) or (
+        isinstance(selector, Mapping) and HOSTNAME_LABEL in selector
+    ):
+        return True
+    return any(
+        isinstance(term, Mapping)
+        and (
+            _requirements(term, "matchFields")
+            or any(e.get("key") == HOSTNAME_LABEL for e in _requirements(term, "matchExpressions"))
+        )
+        for term in _affinity_terms(pod_spec)
+    )
+
+
 def narrow(groups: Sequence[NodeGroup], pod_spec: Mapping[str, Any]) -> list[NodeGroup]:
-    """The groups the Pod may be scheduled on."""
-    return [g for g in groups if schedulable(g, pod_spec)]
+    """The groups the Pod may be scheduled on; a Pod bound to nodes keeps only those nodes."""
+    if not binds_to_nodes(pod_spec):
+        return [g for g in groups if schedulable(g, pod_spec)]
+    narrowed = []
+    for group in groups:
+        if not group.members:  # the policy's targets: no node names to match
+            if schedulable(group, pod_spec):
+                narrowed.append(group)
+            continue
+        kept = frozenset(m for m in group.members if schedulable(group, pod_spec, m))
+        if kept:
+            narrowed.append(replace(group, nodes=len(kept), members=kept))
+    return narrowed
 
 
 def placement(

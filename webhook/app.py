@@ -166,7 +166,8 @@ class Webhook:
 
     def groups(self, policy: Policy, pod_spec: Any) -> list[NodeGroup]:
         """The node groups this Pod may land on; the policy's targets when Nodes are unknown."""
-        known = self.nodes.groups() if self.nodes is not None and self.nodes.synced() else []
+        nodes = self.nodes.groups() if self.nodes is not None and self.nodes.synced() else []
+        known = admission.pulling_locally(nodes, policy.local_image_pull)
         return admission.placement(known, admission.static_groups(policy.targets), pod_spec)
 
     def keyring(self, policy: Policy, req: Request) -> Keyring:

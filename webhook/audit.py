@@ -80,7 +80,7 @@ class Placement:
 def upgraded(groups: Sequence[NodeGroup], runtimes: Sequence[Target]) -> list[NodeGroup]:
     """The node groups as they would be running each of these runtimes instead of their own."""
     return [
-        NodeGroup(Target(r.runtime, g.target.platform), g.nodes, g.labels)
+        NodeGroup(Target(r.runtime, g.target.platform, g.target.local_pull), g.nodes, g.labels, g.members)
         for g in groups
         for r in dict.fromkeys(runtimes)
     ]
@@ -310,7 +310,10 @@ def start_background_audit(
         report = audit(
             check_for(current),
             inventory.workloads,
-            Placement(nodes(), admission.static_groups(current.targets)),
+            Placement(
+                admission.pulling_locally(nodes(), current.local_image_pull),
+                admission.static_groups(current.targets),
+            ),
             current,
             node_keyring=node_keyring(current),
             pull_secrets=pull_secrets,

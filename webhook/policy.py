@@ -87,6 +87,9 @@ class Policy:
     resolution_timeout: float = DEFAULT_RESOLUTION_TIMEOUT
     audit_interval: float = 0.0  # seconds between background audits in `pullcheck serve`; 0: none
     pin_digests: bool = False  # POST /mutate pins each judged image to the digest it was judged at
+    # The cluster's containerd 2.1+ Nodes use the local pull path (`use_local_image_pull`), not the
+    # transfer service; a Node does not report which.
+    local_image_pull: bool = False
 
     @staticmethod
     def from_mapping(data: Any, source: str = "policy") -> Policy:
@@ -128,6 +131,7 @@ _TOP_KEYS = {
     "resolutionTimeoutSeconds",
     "auditIntervalSeconds",
     "pinDigests",
+    "localImagePull",
 }
 _REGISTRY_KEYS = {"host", "insecure", "caFile", "allowPrivateNetwork", "mirror", "tokenRealmHosts"}
 _EXEMPTION_KEYS = {"namespaces", "images", "registries"}
@@ -161,6 +165,7 @@ class _PolicyReader:
             resolution_timeout=self.timeout(data.get("resolutionTimeoutSeconds")),
             audit_interval=self.interval(data.get("auditIntervalSeconds")),
             pin_digests=self.boolean(data.get("pinDigests"), "pinDigests"),
+            local_image_pull=self.boolean(data.get("localImagePull"), "localImagePull"),
         )
         if self.errors:
             raise ConfigError(f"{self.source}: " + "; ".join(self.errors))
@@ -226,12 +231,20 @@ class _PolicyReader:
         targets = []
         for i, entry in enumerate(value):
             path = f"targets[{i}]"
-            if not isinstance(entry, Mapping) or set(entry) - {"runtime", "platform"}:
-                self.error(path, "must be a mapping with runtime and platform")
+            if not isinstance(entry, Mapping) or set(entry) - {"runtime", "platform", "localImagePull"}:
+                self.error(path, "must be a mapping with runtime, platform and optionally localImagePull")
+                continue
+            local = entry.get("localImagePull", False)
+            if not isinstance(local, bool):
+                self.error(f"{path}.localImagePull", "must be true or false")
                 continue
             try:
                 targets.append(
-                    parse_target(str(entry.get("runtime", "")), str(entry.get("platform", "linux/amd64")))
+                    parse_target(
+                        str(entry.get("runtime", "")),
+                        str(entry.get("platform", "linux/amd64")),
+                        local_pull=local,
+                    )
                 )
             except ValueError as exc:
                 self.error(path, str(exc))

@@ -187,3 +187,37 @@ def test_the_charts_service_account_may_read_what_the_webhook_needs_and_nothing_
     finally:
         wide.uninstall()
         narrow.uninstall()
+
+
+def test_a_pod_bound_to_a_node_is_judged_for_that_node_only(
+    cluster: ControlPlane,
+    by_nodes: Release,
+    make_nodes: Callable[..., list[str]],
+    corpus: dict[str, CorpusImage],
+) -> None:
+    """A rolling upgrade: a schema 1 Pod bound to a CRI-O node is admitted with a warning while containerd
+    2.1 nodes exist; bound (as the DaemonSet controller binds) to a containerd 2.1 node it is refused."""
+    namespace = by_nodes.judged_namespace()
+    schema1 = corpus["schema1_signed"].ref
+    containerd = make_nodes(2, CONTAINERD_2_1)
+    [crio] = make_nodes(1, CRIO_1_33)
+    anywhere = pod_manifest("anywhere", namespace, schema1)
+    denied = _dry_run_until(cluster, anywhere, lambda a: "1 CRI-O 1.33" in a.stderr)
+    assert denied.returncode == 1 and "SCHEMA1 fails on 2 nodes running containerd 2.1" in denied.stderr
+    on_crio = pod_manifest("on-crio", namespace, schema1, nodeName=crio)
+    warned = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=on_crio)
+    assert warned.returncode == 0, warned.stderr
+    assert "SCHEMA1 warns on 1 node running CRI-O 1.33" in warned.stderr
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [containerd[0]]}]}
+                ]
+            }
+        }
+    }
+    on_containerd = pod_manifest("on-containerd", namespace, schema1, affinity=affinity)
+    refused = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=on_containerd)
+    assert refused.returncode == 1
+    assert "SCHEMA1 fails on 1 node running containerd 2.1" in refused.stderr

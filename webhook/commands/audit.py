@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     inventory = reader.workloads(namespaces)
     images = [image for workload in inventory.workloads for image in workload.images]
     policy = policy.with_registries(command_line_registries(args, policy, images))
-    known = None if args.platform else reader.node_groups()
+    found = None if args.platform else reader.node_groups()
+    known = None if found is None else admission.pulling_locally(found, policy.local_image_pull)
     problems = list(inventory.problems)
     if known is None and not args.platform:
         problems.append("Nodes cannot be listed with these credentials: judged on the policy's targets")

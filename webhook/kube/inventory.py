@@ -17,7 +17,7 @@ from kubernetes import client, config
 from webhook.admission import NodeGroup
 from webhook.errors import ClusterError
 from webhook.kube.client import unreachable
-from webhook.kube.nodes import node_groups, node_key
+from webhook.kube.nodes import node_entry, node_groups
 from webhook.workloads import Workload, controller_uid, running_digests, with_running, workload_of
 
 _FORBIDDEN = 403
@@ -187,8 +187,8 @@ class ClusterReader:
             pages = self._call("list Nodes", lambda: list(self._pages(self._core.list_node)))
         except client.ApiException:
             return None
-        keys = (node_key(item) for page in pages for item in page.get("items") or [])
-        return node_groups(k for k in keys if k is not None)
+        entries = (node_entry(item) for page in pages for item in page.get("items") or [])
+        return node_groups(e for e in entries if e is not None)
 
 
 def context_namespace(kubeconfig: str | None, context: str | None) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client, watch
 
-from webhook.admission import PER_NODE_LABELS, NodeGroup
+from webhook.admission import HOSTNAME_LABEL, PER_NODE_LABELS, Member, NodeGroup
 from webhook.platforms import Platform
 from webhook.runtimes import Target, parse_runtime
 
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 _WATCH_SECONDS = 300  # the server ends each watch after this; we resume from the last resourceVersion
 _GONE = 410
 _NodeKey = tuple[Target, frozenset[tuple[str, str]]]
+_Node = tuple[_NodeKey, Member]
 
 
 def node_key(node: Mapping[str, Any]) -> _NodeKey | None:
@@ -40,11 +41,28 @@ def node_key(node: Mapping[str, Any]) -> _NodeKey | None:
     return Target(runtime, Platform(os_name, arch)), shared
 
 
-def node_groups(keys: Iterable[_NodeKey]) -> list[NodeGroup]:
+def node_entry(node: Mapping[str, Any]) -> _Node | None:
+    """A Node's key (see node_key) and who it is: its name and kubernetes.io/hostname label."""
+    key = node_key(node)
+    if key is None:
+        return None
+    metadata = node.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    return key, (str(metadata.get("name") or ""), str(labels.get(HOSTNAME_LABEL) or ""))
+
+
+def node_groups(nodes: Iterable[_Node]) -> list[NodeGroup]:
     """Nodes with the same target and shared labels, counted, in a stable order."""
-    counted = Counter(keys)
+    members: dict[_NodeKey, set[Member]] = {}
+    counted: Counter[_NodeKey] = Counter()
+    for key, member in nodes:
+        counted[key] += 1
+        members.setdefault(key, set()).add(member)
     ordered = sorted(counted.items(), key=lambda item: (str(item[0][0]), sorted(item[0][1])))
-    return [NodeGroup(target, count, dict(labels)) for (target, labels), count in ordered]
+    return [
+        NodeGroup(target, count, dict(labels), frozenset(members[(target, labels)]))
+        for (target, labels), count in ordered
+    ]
 
 
 class NodeView:
@@ -55,7 +73,7 @@ class NodeView:
         self._core: Any = client.CoreV1Api(api)
         self._retry = retry_seconds
         self._lock = threading.Lock()
-        self._nodes: dict[str, _NodeKey] = {}
+        self._nodes: dict[str, _Node] = {}
         self._groups: list[NodeGroup] | None = []
         self._synced = threading.Event()
         self._stopped = threading.Event()
@@ -84,12 +102,12 @@ class NodeView:
 
     def _apply(self, kind: str, node: Mapping[str, Any]) -> None:
         name = str((node.get("metadata") or {}).get("name") or "")
-        key = node_key(node)
+        entry = node_entry(node)
         with self._lock:
-            if kind == "DELETED" or key is None:
+            if kind == "DELETED" or entry is None:
                 self._nodes.pop(name, None)
             else:
-                self._nodes[name] = key
+                self._nodes[name] = entry
             self._groups = None
 
     def _list(self) -> str:
@@ -97,9 +115,9 @@ class NodeView:
         listing = json.loads(response.data)
         nodes = {}
         for node in listing.get("items") or []:
-            key = node_key(node)
-            if key is not None:
-                nodes[str(node["metadata"]["name"])] = key
+            entry = node_entry(node)
+            if entry is not None:
+                nodes[str(node["metadata"]["name"])] = entry
         with self._lock:
             self._nodes, self._groups = nodes, None
         self._synced.set()
