@@ -131,6 +131,27 @@ def test_delete_carries_no_images() -> None:
     assert admission.parse_review(body).images == ()
 
 
+@pytest.mark.parametrize(
+    ("kind", "operation", "sub_resource", "obj"),
+    [
+        ("PodExecOptions", "CONNECT", "exec", {"kind": "PodExecOptions", "command": ["sh"]}),
+        ("PodAttachOptions", "CONNECT", "attach", {"kind": "PodAttachOptions", "stdin": True}),
+        ("PodPortForwardOptions", "CONNECT", "portforward", {"kind": "PodPortForwardOptions", "ports": [80]}),
+        ("Binding", "CREATE", "binding", {"kind": "Binding", "target": {"kind": "Node", "name": "n1"}}),
+        ("Eviction", "CREATE", "eviction", {"kind": "Eviction", "metadata": {"name": "p"}}),
+        ("Scale", "UPDATE", "scale", {"kind": "Scale", "spec": {"replicas": 3}}),
+    ],
+)
+def test_requests_without_a_pod_spec_are_admitted_with_no_images(
+    kind: str, operation: str, sub_resource: str, obj: dict[str, Any]
+) -> None:
+    """What a hand-written configuration naming `pods/*` or `deployments/*` sends: nothing to judge."""
+    body = review(kind, obj, operation=operation, subResource=sub_resource, name="p")
+    request = admission.parse_review(body)
+    assert (request.kind, request.operation, request.sub_resource) == (kind, operation, sub_resource)
+    assert request.images == () and request.name == "p"
+
+
 def test_template_container_without_image_is_skipped() -> None:
     spec = {"containers": [{"name": "a"}, {"name": "b", "image": "b:1"}]}
     assert [c.image for c in admission.parse_review(review("Job", wrap("Job", spec))).images] == ["b:1"]

@@ -145,6 +145,32 @@ def test_malformed_bodies_get_400_with_a_short_reason(data: bytes, reason: str) 
     )
 
 
+@pytest.mark.parametrize(
+    ("kind", "operation", "sub_resource"),
+    [
+        ("PodExecOptions", "CONNECT", "exec"),
+        ("PodAttachOptions", "CONNECT", "attach"),
+        ("Binding", "CREATE", "binding"),
+    ],
+)
+def test_reviews_without_a_pod_spec_are_admitted(kind: str, operation: str, sub_resource: str) -> None:
+    checker = RecordingChecker()
+    client, _ = make_client(checker, Policy(mode="enforce", on_resolution_error="deny"))
+    body = review("a:1")
+    body["request"].update(
+        kind={"group": "", "version": "v1", "kind": kind},
+        operation=operation,
+        subResource=sub_resource,
+        name="p",
+        object={"kind": kind},
+    )
+    assert answer(client, body) == {"uid": UID, "allowed": True}
+    assert checker.calls == []
+    assert 'pullcheck_admission_duration_seconds_count{kind="other"} 1.0' in client.get("/metrics").get_data(
+        as_text=True
+    )
+
+
 def test_oversized_body_gets_413() -> None:
     client, _ = make_client(RecordingChecker())
     body = review("a:1")

@@ -139,7 +139,8 @@ def containers_of(pod_spec: Mapping[str, Any]) -> list[ContainerImage]:
 
 
 def parse_review(body: Any) -> Request:
-    """Read an AdmissionReview; raises InvalidReview for anything that is not one, or an unknown kind."""
+    """Read an AdmissionReview; raises InvalidReview for anything that is not one, or a CREATE or UPDATE
+    of a kind that has no pod spec."""
     review = _mapping(body, "the body")
     api_version = review.get("apiVersion")
     if api_version not in API_VERSIONS:
@@ -149,16 +150,19 @@ def parse_review(body: Any) -> Request:
     request = _mapping(review.get("request"), "request")
     uid = _string(request.get("uid"), "request.uid")
     kind = _string(_mapping(request.get("kind"), "request.kind").get("kind"), "request.kind.kind")
-    if kind not in POD_SPEC_PATHS:
-        raise InvalidReview(f"kind {kind} is not one pullcheck judges")
     operation = _string(request.get("operation"), "request.operation")
     namespace = _string(request.get("namespace"), "request.namespace", required=False)
     sub_resource = _string(request.get("subResource"), "request.subResource", required=False)
+    if kind not in POD_SPEC_PATHS and operation in JUDGED_OPERATIONS and not sub_resource:
+        raise InvalidReview(f"kind {kind} is not one pullcheck judges")
+    # CONNECT (pods/exec is a PodExecOptions, also attach, portforward, proxy), DELETE, and subresources
+    # without a pod spec (pods/binding, pods/eviction, deployments/scale) bring no image: admitted, so
+    # a webhook configuration naming `pods/*` never breaks kubectl exec or scheduling.
 
     pod_spec: Mapping[str, Any] = {}
     images: list[ContainerImage] = []
     name = _string(request.get("name"), "request.name", required=False)
-    if operation in JUDGED_OPERATIONS:
+    if operation in JUDGED_OPERATIONS and kind in POD_SPEC_PATHS:
         obj = _mapping(request.get("object"), "request.object")
         pod_spec = pod_spec_of(kind, obj)
         images = containers_of(pod_spec)
