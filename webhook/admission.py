@@ -16,6 +16,7 @@ from typing import Any
 from webhook.errors import InvalidReview
 from webhook.findings import DENY, INFO, REMEDY, WARN, Finding, ImageResult, worst
 from webhook.runtimes import Target
+from webhook.text import printable
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 Member = tuple[str, str]  # a node of a group: its name and its kubernetes.io/hostname label
@@ -465,7 +466,7 @@ def _denial(results: Sequence[ImageResult], groups: Sequence[NodeGroup]) -> str:
             parts.append(f"{result.image}: {code} fails {where(findings, groups)}: {detail}")
     denied = sum(1 for r in results if r.verdict == DENY)
     head = f"pullcheck denied {denied} image{'s' if denied != 1 else ''}: "
-    return _fit(head + " | ".join(parts), MESSAGE_LENGTH)
+    return _fit(printable(head + " | ".join(parts)), MESSAGE_LENGTH)
 
 
 def _warnings(
@@ -476,7 +477,9 @@ def _warnings(
         for severity in severities:
             verb = "fails" if severity == DENY else "warns"
             for code, findings in _by_code(result, severity).items():
-                lines.append(_with_advice(result.image, f"{code} {verb} {where(findings, groups)}", code))
+                # Escaped: the apiserver drops a warning that holds a control character.
+                what = printable(f"{code} {verb} {where(findings, groups)}")
+                lines.append(_with_advice(printable(result.image), what, code))
     kept: list[str] = []
     size = 0
     unique = list(dict.fromkeys(lines))
@@ -506,10 +509,10 @@ def _audit_annotations(results: Sequence[ImageResult], groups: Sequence[NodeGrou
         summary: dict[str, list[str]] = {}
         for severity in (DENY, WARN, INFO):
             for code, findings in _by_code(result, severity).items():
-                summary.setdefault(code, []).append(f"{severity} {where(findings, groups)}")
+                summary.setdefault(code, []).append(printable(f"{severity} {where(findings, groups)}"))
         entries.append(
             {
-                "image": result.image,
+                "image": printable(result.image),
                 "digest": result.digest,
                 "verdict": result.verdict,
                 "findings": {code: "; ".join(parts) for code, parts in summary.items()},

@@ -98,7 +98,7 @@ def worst(severities: Iterable[str]) -> str:
 class ImageResult:
     """Everything pullcheck says about one image string."""
 
-    image: str  # as written in the Pod spec or on the command line
+    image: str  # as written in the Pod spec or on the command line, a `user:password@` masked
     reference: str | None  # normalised full form, None when it does not parse
     digest: str | None = None
     media_type: str | None = None

@@ -11,6 +11,7 @@ from webhook.admission import POD_SPEC_PATHS, Decision
 from webhook.audit import AuditReport
 from webhook.findings import DENY, WARN
 from webhook.registry import RequestEvent
+from webhook.text import printable
 
 # Warm admissions take milliseconds, cold ones up to the resolution deadline (seconds).
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -83,7 +84,7 @@ class Metrics:
     def observe_audit(self, report: AuditReport) -> None:
         """The background audit's hook: the gauge holds the last audit's deny and warn findings only."""
         current = {
-            (w.namespace, w.kind, w.name, entry.result.image, f.code, f.severity)
+            (w.namespace, w.kind, w.name, printable(entry.result.image), f.code, f.severity)
             for entry in report.entries
             for f in entry.result.findings
             if f.severity in (DENY, WARN)

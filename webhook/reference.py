@@ -27,7 +27,7 @@ from typing import Final
 from webhook.digests import ALGORITHMS, parse_digest, quoted
 from webhook.errors import InvalidReference
 
-__all__ = ["ImageReference", "InvalidReference", "StrictReference", "parse", "parse_strict"]
+__all__ = ["ImageReference", "InvalidReference", "StrictReference", "parse", "parse_strict", "redacted"]
 
 DEFAULT_REGISTRY: Final = "docker.io"
 LEGACY_DEFAULT_REGISTRY: Final = "index.docker.io"
@@ -116,9 +116,14 @@ class StrictReference:
         return text
 
 
+def redacted(text: str) -> str:
+    """The image text with any `user:password@` masked (`***@host/app`). No valid reference has one, so
+    a valid reference comes back unchanged."""
+    return _USERINFO_RE.sub(r"\1***@", text)
+
+
 def _invalid(text: str, reason: str) -> InvalidReference:
-    redacted = _USERINFO_RE.sub(r"\1***@", text)
-    return InvalidReference(f"invalid reference {quoted(redacted)}: {reason}")
+    return InvalidReference(f"invalid reference {quoted(redacted(text))}: {reason}")
 
 
 def _check_length(text: str) -> None:

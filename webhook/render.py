@@ -1,4 +1,6 @@
-"""Rendering results for people (a table) and machines (the `pullcheck/v1` JSON document, CSV)."""
+"""Rendering results for people (a table) and machines (the `pullcheck/v1` JSON document, CSV).
+
+Tables and CSV cells pass every string through `webhook.text.printable` (JSON escapes by itself)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import TextIO
 
 from webhook.audit import AuditReport
 from webhook.findings import ALLOW, DENY, REMEDY, WARN, ImageResult, worst
+from webhook.text import printable
 from webhook.workloads import Workload
 
 API_VERSION = "pullcheck/v1"
@@ -22,7 +25,8 @@ def to_json(results: Sequence[ImageResult]) -> str:
 
 
 def reason(result: ImageResult) -> str:
-    """One line saying why an image got its verdict: each worst finding once, with where it fails."""
+    """One line saying why an image got its verdict: each worst finding once, with where it fails;
+    registry text in it escaped."""
     verdict = result.verdict
     if verdict == ALLOW:
         return ""
@@ -38,15 +42,16 @@ def reason(result: ImageResult) -> str:
         on = f" [{', '.join(targets)}]" if targets else ""
         parts.append(f"{code}: {message}{on}")
     remedies = dict.fromkeys(REMEDY[code] for code, _ in where if code in REMEDY)
-    return "; ".join(parts) + (f" ({'; '.join(remedies)})" if remedies else "")
+    return printable("; ".join(parts) + (f" ({'; '.join(remedies)})" if remedies else ""))
 
 
 def to_table(results: Sequence[ImageResult]) -> str:
     """One line per image: verdict, image, reason; then a summary line."""
-    width = max((len(r.image) for r in results), default=5)
+    images = [printable(r.image) for r in results]
+    width = max((len(image) for image in images), default=5)
     lines = [f"{'VERDICT':7}  {'IMAGE':{width}}  REASON"]
-    for result in results:
-        lines.append(f"{result.verdict.upper():7}  {result.image:{width}}  {reason(result)}".rstrip())
+    for result, image in zip(results, images, strict=True):
+        lines.append(f"{result.verdict.upper():7}  {image:{width}}  {reason(result)}".rstrip())
     noun = "image" if len(results) == 1 else "images"
     lines.append(f"{len(results)} {noun}: {_counts([r.verdict for r in results])}")
     return "\n".join(lines)
@@ -97,9 +102,8 @@ def audit_to_csv(report: AuditReport) -> str:
         for workload in entry.workloads:
             for finding in findings:
                 head = [r.verdict, workload.namespace, workload.kind, workload.name, r.image]
-                writer.writerow(
-                    head + [r.reference or "", r.digest or "", r.media_type or ""] + list(finding.values())
-                )
+                row = head + [r.reference or "", r.digest or "", r.media_type or ""] + list(finding.values())
+                writer.writerow([printable(cell) for cell in row])
     return out.getvalue().rstrip("\n")
 
 
@@ -139,7 +143,7 @@ def audit_to_table(report: AuditReport) -> str:
             for workload in entry.workloads
         ]
         for label, result in sorted(pairs, key=lambda pair: (pair[0], pair[1].image)):
-            rows.append((verdict.upper(), label, result.image, reason(result)))
+            rows.append((verdict.upper(), printable(label), printable(result.image), reason(result)))
     allowed = sorted((e for e in report.entries if e.result.verdict == ALLOW), key=lambda e: e.result.image)
     for entry in allowed:
         users = entry.workloads
@@ -148,16 +152,16 @@ def audit_to_table(report: AuditReport) -> str:
         rows.append(
             (
                 ALLOW.upper(),
-                users[0].label if len(users) == 1 else f"{len(users)} workloads",
-                entry.result.image,
-                "; ".join(drift),
+                printable(users[0].label) if len(users) == 1 else f"{len(users)} workloads",
+                printable(entry.result.image),
+                printable("; ".join(drift)),
             )
         )
     workload_width = max((len(row[1]) for row in rows), default=8)
     image_width = max((len(row[2]) for row in rows), default=5)
     lines = [f"{'VERDICT':7}  {'WORKLOAD':{workload_width}}  {'IMAGE':{image_width}}  REASON"]
     lines += [f"{v:7}  {w:{workload_width}}  {i:{image_width}}  {r}".rstrip() for v, w, i, r in rows]
-    lines += [f"not audited: {problem}" for problem in report.problems]
+    lines += [f"not audited: {printable(problem)}" for problem in report.problems]
     lines.append(audit_summary(report))
     return "\n".join(lines)
 

@@ -45,7 +45,7 @@ from webhook.findings import ImageResult
 from webhook.mediatypes import LAYER_HEAD, is_nondistributable, needs_sniffing
 from webhook.policy import Policy
 from webhook.profiles import profile_for
-from webhook.reference import ImageReference, parse
+from webhook.reference import ImageReference, parse, redacted
 from webhook.rules import MAX_INDEX_DEPTH, judge
 from webhook.runtimes import Target
 
@@ -279,7 +279,7 @@ class Checker:
         findings = [f for target in targets for f in judge(resolution, target, unqualified=unqualified)]
         top = resolution.top
         return ImageResult(
-            image=image,
+            image=redacted(image),  # a password in the text never reaches a message, log or report
             reference=str(ref) if ref is not None else None,
             digest=top.digest if top else None,
             media_type=(top.content_type or None) if top else None,

@@ -17,6 +17,7 @@ from kubernetes import client
 
 from webhook.audit import AuditReport
 from webhook.findings import DENY, WARN, ImageResult
+from webhook.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ _NOT_FOUND = 404
 def _message(result: ImageResult, code: str, severity: str) -> str:
     findings = [f for f in result.findings if f.code == code and f.severity == severity]
     targets = ", ".join(dict.fromkeys(f"{f.runtime} {f.platform}".strip() for f in findings if f.runtime))
-    return f"{result.image}: {findings[0].message}" + (f" [{targets}]" if targets else "")
+    return printable(f"{result.image}: {findings[0].message}" + (f" [{targets}]" if targets else ""))
 
 
 def report_bodies(report: AuditReport, now: float | None = None) -> dict[str, dict[str, Any]]:
@@ -65,12 +66,17 @@ def report_bodies(report: AuditReport, now: float | None = None) -> dict[str, di
                         "uid": workload.uid,
                     }
                 ],
-                "properties": {"image": result.image, "digest": result.digest or ""},
+                "properties": {"image": printable(result.image), "digest": result.digest or ""},
             }
             found = results.setdefault(workload.namespace, [])
             if verdict not in _RESULT:
                 found.append(
-                    {**base, "rule": CLEAN_RULE, "result": "pass", "message": f"{result.image}: pullable"}
+                    {
+                        **base,
+                        "rule": CLEAN_RULE,
+                        "result": "pass",
+                        "message": printable(f"{result.image}: pullable"),
+                    }
                 )
                 continue
             for code in codes:
