@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from tests.harness import hostile
 from tests.harness.hostile import HostileServer
 from tests.harness.serving import local_registries, write_policy
-from webhook import admission, render
+from webhook import admission, render, reports
 from webhook.admission import static_groups
 from webhook.app import Settings, create_app
 from webhook.audit import AuditReport, ImageAudit
@@ -185,13 +186,18 @@ def test_registry_chosen_text_is_escaped_in_the_check_table(
     assert "application/x-evil\\x1b]0;owned\\x07" in out
 
 
-def test_audit_table_csv_policy_reports_and_metrics_are_escaped() -> None:
+def test_audit_table_csv_junit_policy_reports_and_metrics_are_escaped() -> None:
     workload = Workload("team-a", "Deployment", "web", (), {}, "apps/v1", "uid-1")
     report = AuditReport(tuple(ImageAudit(r, (workload,)) for r in hostile_results()), (f"x{HOSTILE}",), 1, 2)
     for text in (render.audit_to_table(report), render.audit_to_csv(report)):
         assert not raw_characters(text.replace("\n", "")), text
         assert text.count("\n") == len(text.splitlines()) - 1
     assert not raw_characters(report_bodies(report, now=0))
+    junit = ET.fromstring(reports.to_junit(report))  # XML 1.0 cannot carry a raw ESC at all
+    texts = [(e.text or "").strip() for e in junit.iter()] + [
+        v for e in junit.iter() for v in e.attrib.values()
+    ]
+    assert not raw_characters(texts) and any("\\x1b]0;owned" in t for t in texts)
     metrics = Metrics()
     metrics.observe_audit(report)
     exposition = metrics.exposition()[0].decode()
