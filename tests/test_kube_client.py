@@ -12,6 +12,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from tests.harness.registry import Registry
 from webhook.cli import main
 from webhook.errors import ClusterError, ConfigError
 from webhook.kube import api_client
@@ -139,3 +140,19 @@ def test_every_request_of_the_client_reads_an_outage_alike(tmp_path: Path) -> No
     with pytest.raises(ClusterError) as raised:
         k8s.CoreV1Api(api).read_namespaced_secret("tls", "apps")
     assert str(raised.value) == f"cannot reach the API server {server}: connection refused"
+
+
+@pytest.mark.registry
+def test_an_untrusted_certificate_reads_alike_from_both_clients(
+    tmp_path: Path, tls_registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A TLS server whose CA neither client was given: the registry of the tests, also as an API server.
+    server = f"https://{tls_registry.host}"
+    kubeconfig = _kubeconfig(tmp_path / "kc", server, insecure=False)
+    assert main(["audit", "--kubeconfig", str(kubeconfig), "-n", "apps"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"pullcheck: cannot reach the API server {server}: TLS certificate not trusted (")
+    assert main(["check", "-o", "json", f"{tls_registry.host}/app:1"]) == 0  # a warning only
+    [finding, *_] = json.loads(capsys.readouterr().out)["results"][0]["findings"]
+    cause = line.split(": ", 2)[2]
+    assert finding["message"] == f"{tls_registry.host}/app: cannot connect to {tls_registry.host}: {cause}"
