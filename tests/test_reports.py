@@ -85,12 +85,12 @@ def test_check_files_as_sarif(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bad, good = corpus["schema1_signed"].ref, corpus["oci_index"].ref
-    (tmp_path / "deploy").mkdir()
-    (tmp_path / "deploy" / "app.yaml").write_text(_manifests(bad, good))
+    (tmp_path / "my deploy").mkdir()
+    (tmp_path / "my deploy" / "app.yaml").write_text(_manifests(bad, good))
     monkeypatch.chdir(tmp_path)
     status = main(
         ["check", "--insecure-registry", registry.host, "--runtime", "containerd://2.1.0",
-         "--runtime", "cri-o://1.33.2", "-f", "deploy/app.yaml", "-o", "sarif"]
+         "--runtime", "cri-o://1.33.2", "-f", "my deploy/app.yaml", "-o", "sarif"]
     )  # fmt: skip
     assert status == 1  # --fail-on semantics as for the table
     log = json.loads(capsys.readouterr().out)
@@ -114,10 +114,10 @@ def test_check_files_as_sarif(
         if r["ruleId"] == "SCHEMA1"
     }
     assert placed == {
-        ("shop/Deployment/web", "containerd://2.1.0", "error", "deploy/app.yaml", 13),
-        ("shop/Deployment/web", "cri-o://1.33.2", "warning", "deploy/app.yaml", 13),
-        ("ops/CronJob/nightly", "containerd://2.1.0", "error", "deploy/app.yaml", 30),
-        ("ops/CronJob/nightly", "cri-o://1.33.2", "warning", "deploy/app.yaml", 30),
+        ("shop/Deployment/web", "containerd://2.1.0", "error", "my%20deploy/app.yaml", 13),
+        ("shop/Deployment/web", "cri-o://1.33.2", "warning", "my%20deploy/app.yaml", 13),
+        ("ops/CronJob/nightly", "containerd://2.1.0", "error", "my%20deploy/app.yaml", 30),
+        ("ops/CronJob/nightly", "cri-o://1.33.2", "warning", "my%20deploy/app.yaml", 30),
     }
     assert all(r["ruleIndex"] == list(DEFAULT_SEVERITY).index(r["ruleId"]) for r in run["results"])
     assert not [r for r in run["results"] if r["properties"]["image"] == good]

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from webhook import __version__, explain
 from webhook.audit import AuditReport
@@ -41,9 +42,10 @@ def _rule(code: str) -> dict[str, Any]:
 
 
 def _uri(path: str) -> str:
-    """A relative path as it was given (code scanning resolves it against the checkout), else a file URI."""
+    """A relative path as it was given (code scanning resolves it against the checkout), else a file URI;
+    percent-encoded either way."""
     given = Path(path)
-    return given.as_uri() if given.is_absolute() else given.as_posix()
+    return given.as_uri() if given.is_absolute() else quote(given.as_posix())
 
 
 def _finding_text(result: ImageResult, finding: Finding) -> str:
