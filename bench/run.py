@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,63 @@ def _read_answer(sock: ssl.SSLSocket) -> None:
         rest += chunk
 
 
+STALLED = 100
+
+
+def open_stalled(port: int, context: ssl.SSLContext) -> list[socket.socket]:
+    """100 clients that stall: a third after one byte of a ClientHello, a third silent, a third
+    after half a request head."""
+
+    def half_a_head(raw: socket.socket) -> socket.socket:
+        try:
+            tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            tls.sendall(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl")
+            return tls
+        except OSError:  # a server whose threads are all held does not finish the handshake
+            return raw
+
+    def connect() -> socket.socket:
+        return socket.create_connection(("127.0.0.1", port), timeout=3)
+
+    with ThreadPoolExecutor(max_workers=STALLED // 3 + 1) as pool:
+        stalled = list(pool.map(half_a_head, [connect() for _ in range(STALLED // 3)]))
+    for n in range(STALLED - len(stalled)):
+        raw = connect()
+        if n % 2 == 0:
+            raw.sendall(b"\x16")  # the first byte of a TLS handshake record
+        stalled.append(raw)
+    return stalled
+
+
+def fresh_connection_latencies(server: Server, context: ssl.SSLContext, body: bytes, count: int) -> str:
+    """Max and median seconds of `count` admissions, each on a new TLS connection (10 s timeout)."""
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        try:
+            with httpx.Client(verify=context, timeout=10) as client:
+                response = client.post(
+                    f"{server.url}/validate", content=body, headers={"Content-Type": "application/json"}
+                )
+                response.raise_for_status()
+        except httpx.TimeoutException:
+            return "no answer within 10 s"
+        latencies.append(time.perf_counter() - started)
+    return f"{ms(statistics.median(latencies))} / {ms(max(latencies))}"
+
+
+def beside_stalled(server: Server, context: ssl.SSLContext, body: bytes) -> tuple[str, str, str]:
+    """Admissions on new connections with no stalled clients, beside 100 of them, and once they left."""
+    alone = fresh_connection_latencies(server, context, body, 20)
+    stalled = open_stalled(server.port, context)
+    try:
+        beside = fresh_connection_latencies(server, context, body, 20)
+    finally:
+        for sock in stalled:
+            sock.close()
+    return alone, beside, fresh_connection_latencies(server, context, body, 20)
+
+
 def registry_requests(registry: Registry, action: Callable[[], object]) -> int:
     """Requests the registry's access log records while `action` runs."""
     before = len(_REQUEST.findall(registry.log_file.read_text(errors="replace")))
@@ -420,6 +478,9 @@ def main() -> int:
                         fixed_rate(targets[name], bodies["warm"].read_bytes(), args.rate, args.seconds)
                     )
             http.close()
+            slow_clients = {
+                name: beside_stalled(targets[name], context, bodies["warm"].read_bytes()) for name in targets
+            }
             token_costs = token_and_tag_costs(work / "token")
         finally:
             for server in servers:
@@ -471,6 +532,20 @@ def main() -> int:
             f"generator CPU {client_cpu:.3f} ms/request",
         ),
         (f"  floor at {args.rate:g} req/s", paced_row("floor"), "", ""),
+        ("warm admission on a new connection, p50 / max", "", "", ""),
+        ("  pullcheck, alone", slow_clients["pullcheck"][0], "", f"floor: {slow_clients['floor'][0]}"),
+        (
+            f"  pullcheck, beside {STALLED} stalled clients",
+            slow_clients["pullcheck"][1],
+            "max <= 1 s more",
+            f"floor: {slow_clients['floor'][1]}",
+        ),
+        (
+            "  pullcheck, once they left",
+            slow_clients["pullcheck"][2],
+            "",
+            f"floor: {slow_clients['floor'][2]}",
+        ),
         ("registry requests, 1 cold image", f"{cold}", "", f"skopeo inspect: {skopeo}"),
         ("registry requests, same image again", f"{again}", "0 within the tag TTL", ""),
         ("token registry, cold image: registry / token requests", f"{token_costs.cold}", "", ""),
