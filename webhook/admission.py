@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webhook.errors import InvalidReview
-from webhook.findings import DENY, INFO, REMEDY, WARN, Finding, ImageResult, worst
+from webhook.findings import ALLOW, DENY, INFO, REMEDY, WARN, Finding, ImageResult, worst
 from webhook.runtimes import Target
 from webhook.text import printable
 
@@ -530,6 +530,8 @@ def _audit_annotations(results: Sequence[ImageResult], groups: Sequence[NodeGrou
 def decide(results: Sequence[ImageResult], groups: Sequence[NodeGroup], mode: str) -> Decision:
     """The answer for the policy's mode: enforce refuses a deny verdict, warn admits with warnings,
     audit admits silently; findings always go to the audit annotations."""
+    if not any(r.findings for r in results):  # the common case: nothing to refuse, warn or note
+        return Decision(True, "", (), {}, {r.image: ALLOW for r in results}, ())
     denied = [r for r in results if r.verdict == DENY]
     refuse = mode == "enforce" and bool(denied)
     if mode == "audit":
