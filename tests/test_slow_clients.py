@@ -122,7 +122,7 @@ def _status(sock: socket.socket) -> int:
     while b"\r\n" not in answer:
         chunk = sock.recv(4096)
         if not chunk:
-            break
+            raise EOFError("closed without an answer")
         answer += chunk
     return int(answer.split(b" ", 2)[1])
 
@@ -136,3 +136,43 @@ def test_a_larger_body_is_refused_from_its_headers(webhook: tuple[Webhook, str, 
     with context.wrap_socket(_connect(served.port), server_hostname="127.0.0.1") as tls:
         tls.sendall(_head("Transfer-Encoding: chunked") + b"10\r\n")
         assert _status(tls) == 411
+
+
+def test_unfinished_bodies_past_the_worker_budget_cost_the_connection_holding_most(
+    webhook: tuple[Webhook, str, ssl.SSLContext],
+) -> None:
+    served, image, context = webhook
+    body = json.dumps(_update_review(image, (MAX_REVIEW_BYTES - 4096) // 2)).encode()
+    assert len(body) <= MAX_REVIEW_BYTES
+    head = _head(f"Content-Length: {len(body)}")
+    senders = []
+    for _ in range(5):  # five bodies of 7 MiB, all but their last KiB: past the 32 MiB per worker
+        senders.append(context.wrap_socket(_connect(served.port), server_hostname="127.0.0.1"))
+    try:
+        started = [_send(tls, head + body[:-1024]) for tls in senders]
+        answers = [
+            _finish(tls, body[-1024:]) if ok else None for tls, ok in zip(senders, started, strict=True)
+        ]
+    finally:
+        for tls in senders:
+            tls.close()
+    # One connection is closed to bring the worker under its budget; the others are judged.
+    assert sorted(answers, key=str) == [200, 200, 200, 200, None]
+    assert "bytes of unfinished requests: closing a connection" in served.output()
+
+
+def _send(tls: ssl.SSLSocket, data: bytes) -> bool:
+    try:
+        tls.sendall(data)
+        return True
+    except (ConnectionError, ssl.SSLEOFError):  # closed by the server while sending
+        return False
+
+
+def _finish(tls: ssl.SSLSocket, rest: bytes) -> int | None:
+    """The status answered once the rest of the body is sent; None when the server closed the connection."""
+    try:
+        tls.sendall(rest)
+        return _status(tls)
+    except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError, EOFError):
+        return None

@@ -54,8 +54,10 @@ class ServerOptions:
     keepalive: int = 75  # seconds; the apiserver reuses its connections
     timeout: int = 60  # a worker silent for this long is restarted
     log_level: str = "INFO"
-    request_seconds: float = 10.0  # handshake and whole request, from the first byte; then 408 or close
+    request_seconds: float = 10.0  # handshake and whole request, from the first byte; then closed
     max_body_bytes: int = MAX_REVIEW_BYTES
+    # Bytes of requests not yet whole, per worker: past it the connection holding most is closed.
+    buffered_bytes: int = 32 * 1024 * 1024
 
 
 def _stamp(path: str) -> tuple[int, int, int]:
@@ -169,6 +171,7 @@ class BufferingWorker(Worker):  # type: ignore[misc]
 
     request_seconds = ServerOptions.request_seconds
     max_body_bytes = ServerOptions.max_body_bytes
+    buffered_bytes = ServerOptions.buffered_bytes
 
     def init_process(self) -> None:
         self.poller = selectors.DefaultSelector()
@@ -179,6 +182,7 @@ class BufferingWorker(Worker):  # type: ignore[misc]
         os.set_blocking(self.wake_writer, False)
         self.waiting: dict[_Connection, None] = {}  # not being answered, oldest first
         self.busy = 0
+        self.buffered = 0  # bytes in the buffers of all connections
         super().init_process()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
@@ -258,6 +262,7 @@ class BufferingWorker(Worker):  # type: ignore[misc]
     def _read(self, conn: _Connection) -> None:
         sock = conn.sock
         idle = not conn.buffer and conn.handshaken
+        before = len(conn.buffer)
         try:
             if not conn.handshaken and isinstance(sock, ssl.SSLSocket):
                 sock.do_handshake()
@@ -284,6 +289,17 @@ class BufferingWorker(Worker):  # type: ignore[misc]
         except (OSError, ValueError):  # ssl.SSLError is an OSError: a failed handshake, a reset
             self._drop(conn)
             return
+        self.buffered += len(conn.buffer) - before
+        if self.buffered > self.buffered_bytes:
+            largest = max(self.waiting, key=lambda c: len(c.buffer))
+            self.log.warning(
+                "%d bytes of unfinished requests: closing a connection holding %d",
+                self.buffered,
+                len(largest.buffer),
+            )
+            self._drop(largest)
+            if largest is conn:
+                return
         if idle and conn.buffer:
             conn.deadline = time.monotonic() + self.request_seconds  # a new request started
         self._advance(conn)
@@ -320,6 +336,7 @@ class BufferingWorker(Worker):  # type: ignore[misc]
         size = conn.head_end if oversized else conn.head_end + conn.body_bytes
         request = bytes(conn.buffer[:size])
         del conn.buffer[:size]
+        self.buffered -= size
         conn.scanned, conn.head_end, conn.body_bytes = 0, -1, 0
         self.poller.unregister(conn.sock)
         del self.waiting[conn]
@@ -350,6 +367,7 @@ class BufferingWorker(Worker):  # type: ignore[misc]
                 return
             self.busy -= 1
             if not keep or not self.alive:
+                self.buffered -= len(conn.buffer)
                 conn.close()
                 continue
             conn.sock.setblocking(False)
@@ -364,6 +382,7 @@ class BufferingWorker(Worker):  # type: ignore[misc]
             self._drop(conn)
 
     def _drop(self, conn: _Connection) -> None:
+        self.buffered -= len(conn.buffer)
         del self.waiting[conn]
         try:
             self.poller.unregister(conn.sock)
