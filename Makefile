@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Packages the tests drive for real: the registry, the pull oracles, htpasswd.
-APT_PACKAGES := docker-registry skopeo containerd apache2-utils
-APT_BINARIES := /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/ctr /usr/bin/htpasswd
+# Packages the tests drive for real: the registry, skopeo (pushes schema 1), containerd 1.6 and its runc
+# shim (an oracle), htpasswd.
+APT_PACKAGES := docker-registry skopeo containerd runc apache2-utils
+APT_BINARIES := /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/containerd /usr/sbin/runc /usr/bin/htpasswd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
@@ -34,9 +35,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 venv: $(VENV)/.installed
 
 # kube-apiserver, etcd, kubectl and helm for the end-to-end tests: found in $$KUBEBUILDER_ASSETS or the
-# cache, else built from the pinned Go modules (docs/testing-cluster.md).
+# cache, else built from the pinned Go modules (docs/testing-cluster.md). Then the oracles' crictl,
+# CRI-O pull path and containerd 2.1 (tests/harness/oracles.py), cached the same way.
 binaries: venv
 	$(BIN)/python tests/e2e/build_binaries.py
+	$(BIN)/python -m tests.harness.oracles
 
 # Wheels of pullcheck's dependencies, so the pre-commit hook test installs pullcheck without an index.
 wheels: venv

@@ -8,7 +8,13 @@ import pytest
 
 from tests.harness import registry as registries
 from tests.harness.corpus import CorpusImage, build_corpus
-from tests.harness.oracles import ContainerdDaemon, SkopeoOracle, containerd2_binaries
+from tests.harness.oracles import (
+    ContainerdCRI,
+    CrioPullPath,
+    containerd2_binaries,
+    go_tool,
+    push_pause_image,
+)
 from tests.harness.pki import CertificateAuthority
 from tests.harness.registry import Registry
 
@@ -57,15 +63,19 @@ def corpus(registry: Registry) -> dict[str, CorpusImage]:
 
 
 @pytest.fixture(scope="session")
-def skopeo_oracle(tmp_path_factory: pytest.TempPathFactory) -> SkopeoOracle:
-    return SkopeoOracle(tmp_path_factory.mktemp("skopeo"))
+def crio_oracle(tmp_path_factory: pytest.TempPathFactory) -> CrioPullPath:
+    """CRI-O 1.33's pull path (tests/harness/tools/crio-pull, built on first use)."""
+    return CrioPullPath(tmp_path_factory.mktemp("crio"), go_tool("crio-pull"))
 
 
-def _run_containerd(daemon: ContainerdDaemon) -> Iterator[ContainerdDaemon]:
-    try:
-        daemon.start()
-    except RuntimeError as exc:
-        pytest.skip(f"containerd cannot start here: {exc}")
+@pytest.fixture(scope="session")
+def sandbox_image(registry: Registry) -> str:
+    """The pod sandbox image of the containerd oracles, in the test registry."""
+    return push_pause_image(registry, go_tool("pause"))
+
+
+def _run_containerd(daemon: ContainerdCRI) -> Iterator[ContainerdCRI]:
+    daemon.start()
     try:
         yield daemon
     finally:
@@ -73,22 +83,31 @@ def _run_containerd(daemon: ContainerdDaemon) -> Iterator[ContainerdDaemon]:
 
 
 @pytest.fixture(scope="session")
-def containerd_oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerdDaemon]:
-    """Debian's containerd 1.6 and ctr."""
-    yield from _run_containerd(ContainerdDaemon(tmp_path_factory.mktemp("containerd")))
+def containerd_oracle(
+    tmp_path_factory: pytest.TempPathFactory, registry: Registry, sandbox_image: str
+) -> Iterator[ContainerdCRI]:
+    """Debian's containerd 1.6 with its CRI plugin, driven by crictl."""
+    daemon = ContainerdCRI(
+        tmp_path_factory.mktemp("containerd"),
+        registry_host=registry.host,
+        sandbox_image=sandbox_image,
+        crictl=go_tool("crictl"),
+    )
+    yield from _run_containerd(daemon)
 
 
 @pytest.fixture(scope="session")
-def containerd2_oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerdDaemon]:
-    """containerd 2.1 built from Go modules (cached outside the repository; built on first use).
-
-    `ctr images pull --local` is containerd's client-side Pull and Unpack, which resolves the platform
-    and checks the rootfs at pull time. The transfer-service pull (`ctr` without --local) reports
-    success for an index without the platform; the CRI plugin only fails afterwards, reading the config."""
-    try:
-        binaries = containerd2_binaries()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    directory = tmp_path_factory.mktemp("containerd2")
-    daemon = ContainerdDaemon(directory, str(binaries / "containerd"), str(binaries / "ctr"), ("--local",))
+def containerd2_oracle(
+    tmp_path_factory: pytest.TempPathFactory, registry: Registry, sandbox_image: str
+) -> Iterator[ContainerdCRI]:
+    """containerd 2.1 built from Go modules, CRI plugin on (it pulls through the transfer service)."""
+    binaries = containerd2_binaries()
+    daemon = ContainerdCRI(
+        tmp_path_factory.mktemp("containerd2"),
+        registry_host=registry.host,
+        sandbox_image=sandbox_image,
+        crictl=go_tool("crictl"),
+        containerd=str(binaries / "containerd"),
+        shim_dir=binaries,
+    )
     yield from _run_containerd(daemon)

@@ -5,13 +5,25 @@ local store never lends one case the blobs of another."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from tests.harness.images import Blob, Layer, Pusher, make_config, make_layer
+from tests.harness.images import (
+    Blob,
+    Layer,
+    Pusher,
+    canonical,
+    image_manifest,
+    index_manifest,
+    make_config,
+    make_layer,
+    platform_entry,
+    sha256,
+)
 from webhook import mediatypes as mt
 
 HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
@@ -38,15 +50,24 @@ def _encrypted(layer: Layer) -> Layer:
     return Layer(ciphertext, mt.OCI_LAYER_GZIP + mt.ENCRYPTED_SUFFIX, layer.diff_id)
 
 
+@dataclass(frozen=True)
+class Pulled:
+    """The tag or digest a corpus case is pulled by, when it is not the case's name."""
+
+    reference: str
+
+
 class _Builder:
     def __init__(self, pusher: Pusher) -> None:
         self.pusher = pusher
         self.images: dict[str, CorpusImage] = {}
 
     def add(self, name: str, what: str, push: Callable[[str], object]) -> None:
+        """`push` pushes under tag NAME, or returns `Pulled` to name another tag or a digest."""
         repository = f"corpus/{name}"
-        push(repository)
-        self.images[name] = CorpusImage(self.pusher.ref(repository, name), what)
+        pushed = push(repository)
+        reference = pushed.reference if isinstance(pushed, Pulled) else name
+        self.images[name] = CorpusImage(self.pusher.ref(repository, reference), what)
 
     def tag(self, repository: str) -> str:
         return repository.removeprefix("corpus/")
@@ -233,4 +254,235 @@ def build_corpus(pusher: Pusher) -> dict[str, CorpusImage]:
         "OCI index whose entries have no platform (amd64 first)",
         index_without_platforms,
     )
+    _add_verified_shapes(p, b)
     return b.images
+
+
+COSIGN_SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+IN_TOTO = "application/vnd.in-toto+json"
+
+
+def _cosign_config(layer: Blob) -> Blob:
+    """The image config cosign writes for its signature and attestation manifests."""
+    config = {
+        "architecture": "",
+        "os": "",
+        "config": {},
+        "created": "0001-01-01T00:00:00Z",
+        "history": [{"created": "0001-01-01T00:00:00Z"}],
+        "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+    }
+    return Blob(canonical(config), mt.OCI_CONFIG)
+
+
+def _add_verified_shapes(p: Pusher, b: _Builder) -> None:
+    """The shapes of RUNTIMES.md "Verified by CRI pulls", and more users meet (buildx, cosign, OCI 1.1)."""
+
+    def index(repository: str, platforms: list[tuple[str, str, str]]) -> str:
+        entries = [p.push_platform_image(repository, *platform) for platform in platforms]
+        return p.push_index(repository, b.tag(repository), entries)
+
+    b.add(
+        "index_bare_arm",
+        "OCI index with linux/arm (no variant) only",
+        lambda r: index(r, [("linux", "arm", "")]),
+    )
+    b.add(
+        "index_amd64_v2_only",
+        "OCI index with linux/amd64/v2 only (as GOAMD64=v2 builds publish)",
+        lambda r: index(r, [("linux", "amd64", "v2")]),
+    )
+    b.add(
+        "index_amd64_variants",
+        "OCI index with linux/amd64/v3 and linux/amd64/v2, no plain amd64",
+        lambda r: index(r, [("linux", "amd64", "v3"), ("linux", "amd64", "v2")]),
+    )
+
+    def two_amd64_second_broken(repository: str) -> str:
+        first = p.push_platform_image(repository, "linux", "amd64")
+        # A second, distinct child for the same platform, whose layer blob is then deleted.
+        layer = make_layer(f"{repository} second amd64")
+        config = make_config([layer.diff_id], label=f"{repository} second")
+        p.push_blobs(repository, [config, layer])
+        body = canonical(image_manifest(config.descriptor(), [layer.descriptor()]))
+        second = p.push_manifest(repository, sha256(body), body, mt.OCI_MANIFEST)
+        p.delete_blob(repository, layer.digest)
+        entries = [first, platform_entry(second, len(body), mt.OCI_MANIFEST, "linux", "amd64")]
+        return p.push_index(repository, b.tag(repository), entries)
+
+    b.add(
+        "two_amd64_second_broken",
+        "OCI index with two linux/amd64 entries; the second one's layer blob is missing",
+        two_amd64_second_broken,
+    )
+
+    def nested_index(repository: str) -> str:
+        inner = index_manifest([p.push_platform_image(repository, "linux", "amd64")])
+        inner_digest = p.push_manifest(repository, sha256(canonical(inner)), inner, mt.OCI_INDEX)
+        outer = [{"mediaType": mt.OCI_INDEX, "digest": inner_digest, "size": len(canonical(inner))}]
+        return p.push_index(repository, b.tag(repository), outer)
+
+    b.add("nested_index", "OCI index whose only entry is another index (then linux/amd64)", nested_index)
+
+    def config_variant(repository: str) -> str:
+        layer = make_layer(repository)
+        config = make_config([layer.diff_id], variant="v2", label=repository)
+        return p.push_image(repository, b.tag(repository), [layer], config)
+
+    b.add("config_variant", "single linux/amd64 image whose config says variant v2", config_variant)
+    b.add(
+        "image_artifact_type",
+        "runnable OCI image (image config, tar+gzip layer) whose manifest also carries artifactType",
+        lambda r: p.push_image(r, b.tag(r), [make_layer(r)], artifactType="application/vnd.example.app"),
+    )
+
+    def cosign(repository: str, layer: Blob, suffix: str, annotations: dict[str, str]) -> Pulled:
+        subject = p.push_image(repository, b.tag(repository), [make_layer(repository)])
+        tag = subject.replace(":", "-") + suffix
+        body = image_manifest(_cosign_config(layer).descriptor(), [layer.descriptor(annotations=annotations)])
+        p.push_blobs(repository, [_cosign_config(layer), layer])
+        p.push_manifest(repository, tag, body, mt.OCI_MANIFEST)
+        return Pulled(tag)
+
+    def cosign_signature(repository: str) -> Pulled:
+        payload = json.dumps(
+            {
+                "critical": {
+                    "identity": {"docker-reference": repository},
+                    "image": {"docker-manifest-digest": "sha256:" + "0" * 64},
+                    "type": "cosign container image signature",
+                },
+                "optional": None,
+            }
+        ).encode()
+        signature = {"dev.cosignproject.cosign/signature": "MEUCIQDpullcheck"}
+        return cosign(repository, Blob(payload, COSIGN_SIMPLE_SIGNING), ".sig", signature)
+
+    def cosign_attestation(repository: str) -> Pulled:
+        envelope = json.dumps(
+            {"payloadType": IN_TOTO, "payload": "e30=", "signatures": [{"keyid": "", "sig": "MEUCIQ"}]}
+        ).encode()
+        predicate = {"predicateType": "https://slsa.dev/provenance/v1"}
+        return cosign(repository, Blob(envelope, DSSE_ENVELOPE), ".att", predicate)
+
+    b.add("cosign_sig", "cosign signature: tag sha256-<hex>.sig, simple-signing layer", cosign_signature)
+    b.add("cosign_att", "cosign attestation: tag sha256-<hex>.att, DSSE envelope layer", cosign_attestation)
+
+    def image_id(repository: str) -> Pulled:
+        layer = make_layer(repository)
+        config = make_config([layer.diff_id], label=repository)
+        p.push_image(repository, b.tag(repository), [layer], config)
+        return Pulled(config.digest)
+
+    b.add("image_id_as_digest", "an image ID (its config digest) used as repo@sha256:…", image_id)
+
+    def gzip_as_tar(repository: str, media_type: str) -> str:
+        layer = make_layer(repository)
+        return p.push_image(repository, b.tag(repository), [Layer(layer.data, media_type, layer.diff_id)])
+
+    b.add(
+        "oci_tar_type_gzip_bytes",
+        "OCI manifest: gzip bytes under the uncompressed type application/vnd.oci.image.layer.v1.tar",
+        lambda r: gzip_as_tar(r, mt.OCI_LAYER),
+    )
+    b.add(
+        "docker_tar_type_gzip_bytes",
+        "Docker v2s2 manifest: gzip bytes under the uncompressed type …rootfs.diff.tar",
+        lambda r: p.push_image(
+            r,
+            b.tag(r),
+            [Layer(make_layer(r).data, mt.DOCKER_LAYER, make_layer(r).diff_id)],
+            manifest_type=mt.DOCKER_MANIFEST,
+        ),
+    )
+
+    def diff_id_compressed(repository: str) -> str:
+        layer = make_layer(repository)
+        config = make_config([layer.digest], label=repository)
+        return p.push_image(repository, b.tag(repository), [layer], config)
+
+    b.add("diff_id_is_compressed_digest", "config diff_id is the gzip layer's digest", diff_id_compressed)
+
+    def size_lie(repository: str, what: str) -> str:
+        layer = make_layer(repository)
+        config = make_config([layer.diff_id], label=repository)
+        p.push_blobs(repository, [config, layer])
+        config_descriptor = (
+            config.descriptor(size=len(config.data) + 1) if what == "config" else config.descriptor()
+        )
+        layer_descriptor = (
+            layer.descriptor(size=len(layer.data) - 1) if what == "layer" else layer.descriptor()
+        )
+        body = image_manifest(config_descriptor, [layer_descriptor])
+        if what != "child":
+            return p.push_manifest(repository, b.tag(repository), body, mt.OCI_MANIFEST)
+        data = canonical(body)
+        digest = p.push_manifest(repository, sha256(data), data, mt.OCI_MANIFEST)
+        entry = platform_entry(digest, len(data) + 7, mt.OCI_MANIFEST, "linux", "amd64")
+        return p.push_index(repository, b.tag(repository), [entry])
+
+    b.add(
+        "size_lie_child",
+        "OCI index whose linux/amd64 entry's size is 7 bytes too large",
+        lambda r: size_lie(r, "child"),
+    )
+    b.add("size_lie_config", "config descriptor's size is 1 byte too large", lambda r: size_lie(r, "config"))
+    b.add("size_lie_layer", "layer descriptor's size is 1 byte too small", lambda r: size_lie(r, "layer"))
+
+    def foreign_404(repository: str) -> str:
+        foreign = make_layer(f"{repository} foreign", media_type=mt.DOCKER_FOREIGN_LAYER_GZIP)
+        config = make_config([foreign.diff_id], label=repository, media_type=mt.DOCKER_CONFIG)
+        p.push_blobs(repository, [config, foreign])
+        # The URL is on this registry (loopback) and answers 404; the registry itself has the blob.
+        urls = [f"{p.url}/v2/{repository}/blobs/sha256:{'0' * 64}"]
+        body = image_manifest(config.descriptor(), [foreign.descriptor(urls=urls)], mt.DOCKER_MANIFEST)
+        return p.push_manifest(repository, b.tag(repository), body, mt.DOCKER_MANIFEST)
+
+    b.add(
+        "foreign_layer_404", "foreign layer whose urls[] answers 404; the registry has the blob", foreign_404
+    )
+
+    def buildx_attestations(repository: str) -> str:
+        image = p.push_platform_image(repository, "linux", "amd64")
+        statement = Blob(json.dumps({"_type": "https://in-toto.io/Statement/v0.1"}).encode(), IN_TOTO)
+        config = {
+            "architecture": "unknown",
+            "os": "unknown",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [statement.digest]},
+        }
+        config_blob = Blob(canonical(config), mt.OCI_CONFIG)
+        p.push_blobs(repository, [config_blob, statement])
+        predicate = {"in-toto.io/predicate-type": "https://spdx.dev/Document"}
+        data = canonical(
+            image_manifest(config_blob.descriptor(), [statement.descriptor(annotations=predicate)])
+        )
+        digest = p.push_manifest(repository, sha256(data), data, mt.OCI_MANIFEST)
+        entry = platform_entry(digest, len(data), mt.OCI_MANIFEST, "unknown", "unknown")
+        entry["annotations"] = {
+            "vnd.docker.reference.digest": image["digest"],
+            "vnd.docker.reference.type": "attestation-manifest",
+        }
+        return p.push_index(repository, b.tag(repository), [image, entry])
+
+    b.add(
+        "buildx_attestations",
+        "buildx output: linux/amd64 image plus an unknown/unknown attestation manifest",
+        buildx_attestations,
+    )
+
+    def referrer(repository: str) -> str:
+        subject = p.push_image(repository, "subject", [make_layer(repository)])
+        sbom = Blob(b'{"spdxVersion":"SPDX-2.3","name":"' + repository.encode() + b'"}', SBOM_TYPE)
+        subject_size = p.manifest_size(repository, subject)
+        return p.push_image(
+            repository,
+            b.tag(repository),
+            [sbom],
+            EMPTY_CONFIG,
+            artifactType=SBOM_TYPE,
+            subject={"mediaType": mt.OCI_MANIFEST, "digest": subject, "size": subject_size},
+        )
+
+    b.add("referrer_with_subject", "OCI 1.1 artifact (SBOM) with a subject, pulled by its tag", referrer)

@@ -55,11 +55,11 @@ class Layer(Blob):
     diff_id: str  # sha256 of the uncompressed tar
 
 
-def tar_with_file(name: str, content: bytes) -> bytes:
+def tar_with_file(name: str, content: bytes, mode: int = 0o644) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
         info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = len(content), 0o644, 0
+        info.size, info.mode, info.mtime = len(content), mode, 0
         archive.addfile(info, io.BytesIO(content))
     return buffer.getvalue()
 
@@ -86,6 +86,7 @@ def make_config(
     variant: str = "",
     label: str = "",
     media_type: str = mt.OCI_CONFIG,
+    entrypoint: Sequence[str] = (),
 ) -> Blob:
     """An image config whose rootfs lists `diff_ids` (pass other ones to make a mismatch)."""
     config: Json = {
@@ -97,6 +98,8 @@ def make_config(
     }
     if variant:
         config["variant"] = variant
+    if entrypoint:
+        config["config"] = {"Entrypoint": list(entrypoint), "Labels": {"pullcheck.test": label}}
     return Blob(canonical(config), media_type)
 
 
