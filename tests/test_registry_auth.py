@@ -34,7 +34,14 @@ from webhook.registry.auth import (
     registrable_domain,
 )
 
-MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": {}, "layers": []}).encode()
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "digest": "sha256:" + "0" * 64, "size": 2},
+        "layers": [],
+    }
+).encode()
 REF = parse("registry.example.com/team/app:v1")
 PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw"}
 
