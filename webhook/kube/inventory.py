@@ -6,11 +6,11 @@ all namespaces asked for, a refused cluster-wide list is retried namespace by na
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import urllib3
 from kubernetes import client, config
 
@@ -116,7 +116,7 @@ class ClusterReader:
                 _request_timeout=REQUEST_TIMEOUT,
                 **extra,
             )
-            page: dict[str, Any] = json.loads(response.data)
+            page: dict[str, Any] = orjson.loads(response.data)
             yield page
             token = (page.get("metadata") or {}).get("continue")
             if not token:
@@ -139,23 +139,31 @@ class ClusterReader:
         method = getattr(api, kind.all_namespaces if namespace is None else kind.namespaced)
         args = () if namespace is None else (namespace,)
         where = "all namespaces" if namespace is None else f"namespace {namespace}"
+        # Each page is reduced to what the audit keeps before the next is read (a cluster's Pods as
+        # JSON would not fit in memory at once); `into` changes only when every page was read.
+        found = Inventory()
+        pages = self._pages(method, *args)
         try:
-            pages = self._call(f"list {kind.kind}s in {where}", lambda: list(self._pages(method, *args)))
+            while (
+                page := self._call(f"list {kind.kind}s in {where}", lambda: next(pages, None))
+            ) is not None:
+                for item in page.get("items") or []:
+                    metadata = item.get("metadata") or {}
+                    uid = str(metadata.get("uid") or "")
+                    if uid and controller_uid(metadata):
+                        found.owners[uid] = controller_uid(metadata)
+                    if kind.kind == "Pod" and uid:
+                        found.pods.append((uid, running_digests(item)))
+                    workload = workload_of({**item, "apiVersion": kind.api_version}, kind.kind)
+                    if workload is not None:
+                        found.workloads.append(workload)
         except client.ApiException as exc:
             if namespace is not None:
                 into.problems.append(f"{kind.kind}s in {where} not audited: {_refusal(exc)}")
             return False
-        for page in pages:
-            for item in page.get("items") or []:
-                metadata = item.get("metadata") or {}
-                uid = str(metadata.get("uid") or "")
-                if uid and controller_uid(metadata):
-                    into.owners[uid] = controller_uid(metadata)
-                if kind.kind == "Pod" and uid:
-                    into.pods.append((uid, running_digests(item)))
-                found = workload_of({**item, "apiVersion": kind.api_version}, kind.kind)
-                if found is not None:
-                    into.workloads.append(found)
+        into.owners.update(found.owners)
+        into.pods.extend(found.pods)
+        into.workloads.extend(found.workloads)
         return True
 
     def namespaces(self) -> list[str]:
