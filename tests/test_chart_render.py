@@ -282,3 +282,52 @@ def test_manifests_are_rendered_from_the_chart() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_node_registry_files_are_configmaps_mounted_where_the_policy_names_them(
+    helm: Path, tmp_path: Path
+) -> None:
+    hosts = 'server = "https://registry-1.docker.io"\n[host."https://mirror.internal"]\n'
+    conf = 'unqualified-search-registries = ["docker.io"]\n'
+    documents = render(
+        helm,
+        "--set-json",
+        "nodeConfig.containerdHosts=" + json.dumps({"docker.io": hosts}),
+        "--set-string",
+        f"nodeConfig.crioRegistriesConf={conf}",
+    )
+    maps = {d["metadata"]["name"]: d["data"] for d in documents if d["kind"] == "ConfigMap"}
+    assert maps["rel-pullcheck-containerd-hosts"] == {"docker.io": hosts}
+    assert maps["rel-pullcheck-crio-registries"] == {"registries.conf": conf}
+    pod = one(documents, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v["configMap"] for v in pod["volumes"] if "configMap" in v}
+    assert volumes["containerd-hosts"]["items"] == [{"key": "docker.io", "path": "docker.io/hosts.toml"}]
+    assert volumes["crio-registries"]["items"] == [{"key": "registries.conf", "path": "registries.conf"}]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    # Lay the files out as the kubelet mounts them: the rendered policy then loads and reads them.
+    certs = tmp_path / mounts["containerd-hosts"].lstrip("/")
+    (certs / "docker.io").mkdir(parents=True)
+    (certs / "docker.io" / "hosts.toml").write_text(hosts)
+    crio = tmp_path / mounts["crio-registries"].lstrip("/")
+    crio.mkdir(parents=True)
+    (crio / "registries.conf").write_text(conf)
+    policy_text = maps["rel-pullcheck"]["policy.yaml"]
+    policy_text = policy_text.replace("/etc/pullcheck/", f"{tmp_path}/etc/pullcheck/")
+    (tmp_path / "policy.yaml").write_text(policy_text)
+    policy = load_policy(str(tmp_path / "policy.yaml"))
+    assert policy.node.containerd is not None and policy.node.crio is not None
+    assert [h.host for h in policy.node.containerd.hosts("docker.io") or ()] == [
+        "mirror.internal",
+        "registry-1.docker.io",
+    ]
+    assert policy.node.crio.unqualified_search_registries == ("docker.io",)
+    default = _configmap_policy(render(helm), tmp_path / "default.yaml")
+    assert default.node.containerd is None and default.node.crio is None
+
+
+def test_the_policyreport_crd_is_installed_only_on_request(helm: Path) -> None:
+    assert "CustomResourceDefinition" not in kinds(render(helm))
+    crd = one(render(helm, "--set", "policyReportCRD.install=true"), "CustomResourceDefinition")
+    assert crd["metadata"]["name"] == "policyreports.wgpolicyk8s.io"
+    assert [v["name"] for v in crd["spec"]["versions"]] == ["v1alpha2"]
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

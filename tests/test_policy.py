@@ -9,7 +9,7 @@ import pytest
 
 from webhook.errors import ConfigError
 from webhook.findings import Finding
-from webhook.policy import Policy, RegistryOptions
+from webhook.policy import MirrorOptions, Policy, RegistryOptions
 from webhook.policyfile import PolicyFile, load_policy
 
 
@@ -51,7 +51,7 @@ resolutionTimeoutSeconds: 5
             insecure=True,
             ca_file="/etc/pullcheck/ca.crt",
             allow_private_network=True,
-            mirror="mirror.internal:5000",
+            mirrors=(MirrorOptions("mirror.internal:5000"),),
         ),
     )
     assert policy.docker_config == "/etc/pullcheck/config.json"
@@ -134,7 +134,9 @@ def test_policy_file_reloads_and_keeps_last_good(tmp_path: Path) -> None:
 
 
 def test_with_registries_replaces_same_host() -> None:
-    policy = Policy(registries=(RegistryOptions("a:1", mirror="m"), RegistryOptions("b:1")))
+    policy = Policy(
+        registries=(RegistryOptions("a:1", mirrors=(MirrorOptions("m"),)), RegistryOptions("b:1"))
+    )
     changed = policy.with_registries([RegistryOptions("a:1", insecure=True)])
     assert changed.registries == (RegistryOptions("b:1"), RegistryOptions("a:1", insecure=True))
 

@@ -34,7 +34,7 @@ from webhook.errors import (
     RegistryUnreachable,
     Unauthorized,
 )
-from webhook.policy import RegistryOptions
+from webhook.policy import MirrorOptions, RegistryOptions
 from webhook.profiles import CONFIG_READ_CAP
 from webhook.reference import ImageReference, parse
 from webhook.registry import ManifestHead, RegistryClient, RequestEvent
@@ -132,7 +132,7 @@ def test_docker_hub_is_contacted_as_registry_1() -> None:
 def test_request_events_name_the_policy_registries_and_no_other() -> None:
     handler, _ = _serving(ratelimit_remaining="99;w=21600")
     events: list[RequestEvent] = []
-    listed = [RegistryOptions(host="registry.example.com", mirror="mirror.example.com")]
+    listed = [RegistryOptions(host="registry.example.com", mirrors=(MirrorOptions("mirror.example.com"),))]
     client = _client(handler, registries=listed, on_request=events.append)
     client.head_manifest(REF, "v1", Keyring.empty(), _deadline())
     for chosen in ("elsewhere.example.org", "pod-chosen-1.example.net:5000"):
@@ -474,7 +474,7 @@ def test_mirror_first_then_registry_on_not_found() -> None:
             return httpx.Response(404)
         return httpx.Response(200, content=MANIFEST)
 
-    options = RegistryOptions(host="registry.example.com", mirror="mirror.example.com")
+    options = RegistryOptions(host="registry.example.com", mirrors=(MirrorOptions("mirror.example.com"),))
     _client(handler, registries=[options]).get_manifest(REF, "v1", Keyring.empty(), _deadline())
     assert seen == ["mirror.example.com", "registry.example.com"]
 
@@ -491,7 +491,7 @@ def test_mirror_gets_only_the_mirrors_credentials() -> None:
     keyring = Keyring.from_docker_config(
         {"auths": {"registry.example.com": {"username": "registry-user", "password": "p"}}}, "test"
     )
-    options = RegistryOptions(host="registry.example.com", mirror="mirror.example.com")
+    options = RegistryOptions(host="registry.example.com", mirrors=(MirrorOptions("mirror.example.com"),))
     _client(handler, registries=[options]).get_manifest(REF, "v1", keyring, _deadline())
     mirror = [r for r in seen if r.url.host == "mirror.example.com"]
     assert mirror and all("authorization" not in r.headers for r in mirror)

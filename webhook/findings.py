@@ -77,6 +77,7 @@ class Finding:
     runtime: str  # the target's runtime as Kubernetes names it, '' when it concerns every target
     platform: str  # os/arch[/variant], '' when it concerns every target
     message: str
+    from_node_config: bool = False  # a refusal the node's own files decide: onResolutionError does not apply
 
     def to_json(self) -> dict[str, str]:
         return {
@@ -95,6 +96,18 @@ def worst(severities: Iterable[str]) -> str:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """The endpoint that served an image's manifest to some targets' runtimes."""
+
+    endpoint: str  # host[:port]
+    role: str  # mirror | registry
+    runtimes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "role": self.role, "runtimes": list(self.runtimes)}
+
+
+@dataclass(frozen=True)
 class ImageResult:
     """Everything pullcheck says about one image string."""
 
@@ -105,6 +118,7 @@ class ImageResult:
     findings: tuple[Finding, ...] = field(default_factory=tuple)
     # An index's manifests: a runtime may report one of them, not the index, as the image a Pod runs.
     child_digests: tuple[str, ...] = ()
+    endpoints: tuple[Answer, ...] = ()  # who served the manifest, per group of runtimes
 
     @property
     def verdict(self) -> str:
@@ -126,4 +140,5 @@ class ImageResult:
             "mediaType": self.media_type,
             "verdict": self.verdict,
             "findings": [f.to_json() for f in self.findings],
+            "endpoints": [a.to_json() for a in self.endpoints],
         }

@@ -16,12 +16,25 @@ from typing import Any
 from webhook import findings as fd
 from webhook.errors import ConfigError, InvalidReference
 from webhook.findings import Finding
+from webhook.nodeconfig import PULL, RESOLVE, NodeConfig
 from webhook.reference import parse
 from webhook.runtimes import Target, default_targets, parse_target
 
 MODES = ("enforce", "warn", "audit")
 RESOLUTION_OUTCOMES = ("allow", "warn", "deny")
 DEFAULT_RESOLUTION_TIMEOUT = 8.0  # seconds; below the webhook's default 10 s timeoutSeconds
+
+
+@dataclass(frozen=True)
+class MirrorOptions:
+    """One of an entry's `mirrors`: unset settings are the entry's own."""
+
+    host: str
+    insecure: bool | None = None
+    ca_file: str | None = None
+    allow_private_network: bool | None = None
+    token_realm_hosts: tuple[str, ...] = ()
+    capabilities: frozenset[str] = frozenset({PULL, RESOLVE})  # resolve: tags; pull: content by digest
 
 
 @dataclass(frozen=True)
@@ -32,8 +45,13 @@ class RegistryOptions:
     insecure: bool = False  # plain HTTP allowed for this host (otherwise https only)
     ca_file: str | None = None  # extra CA bundle for this host, on top of the system CAs
     allow_private_network: bool = False  # lifts the network guard for this host only
-    mirror: str | None = None  # host[:port] serving this registry's content: tried first, then the registry
     token_realm_hosts: tuple[str, ...] = field(default=())  # extra hosts allowed to receive credentials
+    mirrors: tuple[MirrorOptions, ...] = ()  # tried in order before the registry itself
+    upstream_fallback: bool = True  # ask the registry itself after its mirrors
+    ca_files: tuple[str, ...] = ()  # more CA bundles (a hosts.toml `ca` list)
+    skip_verify: bool = (
+        False  # no certificate verification (hosts.toml skip_verify, registries.conf insecure)
+    )
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,7 @@ class Policy:
     # The cluster's containerd 2.1+ Nodes use the local pull path (`use_local_image_pull`), not the
     # transfer service; a Node does not report which.
     local_image_pull: bool = False
+    node: NodeConfig = field(default_factory=NodeConfig)  # the nodes' own registry files
 
     @staticmethod
     def from_mapping(data: Any, source: str = "policy") -> Policy:
@@ -110,7 +129,7 @@ class Policy:
         """The severity the policy gives a finding: an override, onResolutionError, or the default."""
         if finding.code in self.severities:
             return self.severities[finding.code]
-        if finding.code in fd.RESOLUTION_CODES:
+        if finding.code in fd.RESOLUTION_CODES and not finding.from_node_config:
             return self.on_resolution_error
         return finding.severity
 
@@ -132,8 +151,20 @@ _TOP_KEYS = {
     "auditIntervalSeconds",
     "pinDigests",
     "localImagePull",
+    "nodeConfig",
 }
-_REGISTRY_KEYS = {"host", "insecure", "caFile", "allowPrivateNetwork", "mirror", "tokenRealmHosts"}
+_REGISTRY_KEYS = {
+    "host",
+    "insecure",
+    "caFile",
+    "allowPrivateNetwork",
+    "mirror",
+    "mirrors",
+    "upstreamFallback",
+    "tokenRealmHosts",
+}
+_MIRROR_KEYS = {"host", "insecure", "caFile", "allowPrivateNetwork", "tokenRealmHosts", "capabilities"}
+_NODE_CONFIG_KEYS = {"containerdHostsDir", "crioRegistriesConf"}
 _EXEMPTION_KEYS = {"namespaces", "images", "registries"}
 
 
@@ -166,6 +197,7 @@ class _PolicyReader:
             audit_interval=self.interval(data.get("auditIntervalSeconds")),
             pin_digests=self.boolean(data.get("pinDigests"), "pinDigests"),
             local_image_pull=self.boolean(data.get("localImagePull"), "localImagePull"),
+            node=self.node_config(data.get("nodeConfig")),
         )
         if self.errors:
             raise ConfigError(f"{self.source}: " + "; ".join(self.errors))
@@ -277,11 +309,91 @@ class _PolicyReader:
                     allow_private_network=self.boolean(
                         entry.get("allowPrivateNetwork"), f"{path}.allowPrivateNetwork"
                     ),
-                    mirror=self.string(entry.get("mirror"), f"{path}.mirror"),
                     token_realm_hosts=self.strings(entry.get("tokenRealmHosts"), f"{path}.tokenRealmHosts"),
+                    mirrors=self.mirrors(entry, path),
+                    upstream_fallback=self.optional_boolean(
+                        entry.get("upstreamFallback"), f"{path}.upstreamFallback"
+                    )
+                    is not False,
                 )
             )
         return tuple(entries)
+
+    def mirrors(self, entry: Mapping[str, Any], path: str) -> tuple[MirrorOptions, ...]:
+        """`mirror: host` (one mirror) or `mirrors: [host | {host, …}]`, in the order they are tried."""
+        value = entry.get("mirrors")
+        if entry.get("mirror") is not None:
+            if value is not None:
+                self.error(f"{path}.mirror", "give either mirror or mirrors, not both")
+                return ()
+            value = [entry.get("mirror")]
+            path += ".mirror"
+        else:
+            path += ".mirrors"
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.error(path, "must be a list of mirror hosts or {host, …} mappings")
+            return ()
+        found = []
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]" if not path.endswith(".mirror") else path
+            if isinstance(item, str) and item:
+                found.append(MirrorOptions(host=item))
+                continue
+            if not isinstance(item, Mapping):
+                self.error(where, "must be a host or a mapping with at least host")
+                continue
+            for key in sorted(set(map(str, item)) - _MIRROR_KEYS):
+                self.error(
+                    f"{where}.{key}", f"unknown key (expected one of {', '.join(sorted(_MIRROR_KEYS))})"
+                )
+            host = self.string(item.get("host"), f"{where}.host")
+            if host is None:
+                continue
+            found.append(
+                MirrorOptions(
+                    host=host,
+                    insecure=self.optional_boolean(item.get("insecure"), f"{where}.insecure"),
+                    ca_file=self.string(item.get("caFile"), f"{where}.caFile"),
+                    allow_private_network=self.optional_boolean(
+                        item.get("allowPrivateNetwork"), f"{where}.allowPrivateNetwork"
+                    ),
+                    token_realm_hosts=self.strings(item.get("tokenRealmHosts"), f"{where}.tokenRealmHosts"),
+                    capabilities=self.capabilities(item.get("capabilities"), f"{where}.capabilities"),
+                )
+            )
+        return tuple(found)
+
+    def optional_boolean(self, value: Any, path: str) -> bool | None:
+        return None if value is None else self.boolean(value, path)
+
+    def capabilities(self, value: Any, path: str) -> frozenset[str]:
+        if value is None:
+            return frozenset({PULL, RESOLVE})
+        if not isinstance(value, list) or not value or not set(value) <= {PULL, RESOLVE}:
+            self.error(path, "must be a non-empty list of pull and resolve")
+            return frozenset({PULL, RESOLVE})
+        return frozenset(value)
+
+    def node_config(self, value: Any) -> NodeConfig:
+        if value is None:
+            return NodeConfig()
+        if not isinstance(value, Mapping):
+            self.error("nodeConfig", "must be a mapping with containerdHostsDir and crioRegistriesConf")
+            return NodeConfig()
+        for key in sorted(set(map(str, value)) - _NODE_CONFIG_KEYS):
+            self.error(
+                f"nodeConfig.{key}", f"unknown key (expected one of {', '.join(sorted(_NODE_CONFIG_KEYS))})"
+            )
+        return NodeConfig(
+            containerd_hosts_dir=self.string(
+                value.get("containerdHostsDir"), "nodeConfig.containerdHostsDir"
+            ),
+            crio_registries_conf=self.string(
+                value.get("crioRegistriesConf"), "nodeConfig.crioRegistriesConf"
+            ),
+        )
 
     def severities(self, value: Any) -> dict[str, str]:
         if value is None:

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
@@ -41,11 +42,12 @@ from webhook.errors import (
     RegistryError,
     RegistryUnreachable,
 )
-from webhook.findings import ImageResult
+from webhook.findings import DENY, INFO, Answer, Finding, ImageResult
 from webhook.mediatypes import LAYER_HEAD, is_nondistributable, needs_sniffing
 from webhook.policy import Policy
 from webhook.profiles import profile_for
 from webhook.reference import ImageReference, parse, redacted
+from webhook.routes import Endpoint, Route, route_for, short_name_candidates
 from webhook.rules import MAX_INDEX_DEPTH, judge
 from webhook.runtimes import Target
 
@@ -60,6 +62,9 @@ class ManifestHeadLike(Protocol):
     @property
     def malformed_digest(self) -> str | None: ...
 
+    @property
+    def endpoint(self) -> Endpoint | None: ...
+
 
 class BlobStatLike(Protocol):
     @property
@@ -70,7 +75,12 @@ class RegistrySource(Protocol):
     """What the resolver needs of the registry client (`webhook.registry.RegistryClient`)."""
 
     def head_manifest(
-        self, ref: ImageReference, reference: str, keyring: Keyring, deadline: Deadline
+        self,
+        ref: ImageReference,
+        reference: str,
+        keyring: Keyring,
+        deadline: Deadline,
+        route: Route | None = None,
     ) -> ManifestHeadLike: ...
 
     def get_manifest(
@@ -80,18 +90,35 @@ class RegistrySource(Protocol):
         keyring: Keyring,
         deadline: Deadline,
         expected_digest: str | None = None,
+        route: Route | None = None,
     ) -> Document: ...
 
     def get_blob(
-        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline
+        self,
+        ref: ImageReference,
+        digest: str,
+        keyring: Keyring,
+        deadline: Deadline,
+        route: Route | None = None,
     ) -> Document: ...
 
     def stat_blob(
-        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline
+        self,
+        ref: ImageReference,
+        digest: str,
+        keyring: Keyring,
+        deadline: Deadline,
+        route: Route | None = None,
     ) -> BlobStatLike | None: ...
 
     def read_blob_head(
-        self, ref: ImageReference, digest: str, length: int, keyring: Keyring, deadline: Deadline
+        self,
+        ref: ImageReference,
+        digest: str,
+        length: int,
+        keyring: Keyring,
+        deadline: Deadline,
+        route: Route | None = None,
     ) -> bytes: ...
 
     def close(self) -> None: ...
@@ -183,7 +210,9 @@ class Checker:
         self._documents: _Expiring[Document] = _Expiring(cache_size)  # by registry, repository, digest
         self._blobs: _Expiring[int] = _Expiring(cache_size * 8)  # layer sizes (see _blob_size)
         self._heads: _Expiring[bytes] = _Expiring(cache_size)  # first bytes of layers sniffed
-        self._tags: _Expiring[str | Problem] = _Expiring(cache_size)  # tag/digest -> digest, per keyring
+        self._tags: _Expiring[tuple[str, Endpoint | None] | Problem] = _Expiring(
+            cache_size
+        )  # tag/digest -> digest, per keyring
         self._results: _Expiring[ImageResult] = _Expiring(cache_size)  # whole answers, per keyring
         self._flight = _SingleFlight()
 
@@ -239,7 +268,8 @@ class Checker:
                 problem = Problem(
                     "REGISTRY_UNREACHABLE", f"no answer within the {deadline.seconds:g}s deadline"
                 )
-                results[image] = self._result(image, None, Resolution(image, error=problem), targets, policy)
+                unanswered = _Routed(tuple(targets), Resolution(image, error=problem))
+                results[image] = self._result(image, None, [unanswered], policy)
         # Threads still reading end by themselves: every read they make is bounded by the deadline.
         pool.shutdown(wait=False, cancel_futures=True)
         return results
@@ -250,19 +280,20 @@ class Checker:
         try:
             ref = parse(image)
         except InvalidReference as exc:
-            return self._result(
-                image, None, Resolution(image, error=Problem("INVALID_REFERENCE", str(exc))), targets, policy
-            )
+            invalid = Resolution(image, error=Problem("INVALID_REFERENCE", str(exc)))
+            return self._result(image, None, [_Routed(tuple(targets), invalid)], policy)
         try:
-            resolution = self.resolve(ref, image, targets, keyring, deadline)
-            result = self._result(image, ref, resolution, targets, policy)
+            groups = self._resolve_routes(ref, image, targets, policy, keyring, deadline)
+            result = self._result(image, ref, groups, policy)
         except Exception as exc:  # noqa: BLE001 - a surprise in one image's documents stays with that image
             log.error("judging %s failed", ref, exc_info=exc)
             problem = Problem(
                 "INVALID_DOCUMENT", f"pullcheck could not judge this image's documents ({type(exc).__name__})"
             )
-            return self._result(image, ref, Resolution(image, error=problem), targets, policy)
-        if resolution.error is None and not resolution.failures:
+            return self._result(
+                image, ref, [_Routed(tuple(targets), Resolution(image, error=problem))], policy
+            )
+        if all(g.resolution.error is None and not g.resolution.failures for g in groups):
             # A clean answer holds as long as the tag answer it rests on.
             self._results.put(_result_key(image, targets, policy, keyring), result, self.tag_ttl)
         return result
@@ -271,13 +302,21 @@ class Checker:
         self,
         image: str,
         ref: ImageReference | None,
-        resolution: Resolution,
-        targets: Sequence[Target],
+        groups: Sequence[_Routed],
         policy: Policy,
     ) -> ImageResult:
-        unqualified = ref is not None and ref.unqualified
-        findings = [f for target in targets for f in judge(resolution, target, unqualified=unqualified)]
-        top = resolution.top
+        findings: list[Finding] = []
+        for group in groups:
+            unqualified = ref is not None and ref.unqualified and group.short_name is None
+            for target in group.targets:
+                findings += group.notes(target)
+                findings += group.firm(judge(group.resolution, target, unqualified=unqualified))
+        top = next((g.resolution.top for g in groups if g.resolution.top is not None), None)
+        answers = tuple(
+            Answer(g.endpoint.host, g.endpoint.role, tuple(str(t.runtime) for t in g.targets))
+            for g in groups
+            if g.endpoint is not None
+        )
         return ImageResult(
             image=redacted(image),  # a password in the text never reaches a message, log or report
             reference=str(ref) if ref is not None else None,
@@ -287,19 +326,85 @@ class Checker:
             child_digests=tuple(d["digest"] for d in descriptors(top.body, "manifests"))
             if top and top.structure == INDEX
             else (),
+            endpoints=answers,
         )
 
+    def _resolve_routes(
+        self,
+        ref: ImageReference,
+        image: str,
+        targets: Sequence[Target],
+        policy: Policy,
+        keyring: Keyring,
+        deadline: Deadline,
+    ) -> list[_Routed]:
+        """One resolution per way the targets' nodes reach the image (their runtime's node file)."""
+        by_kind: dict[str, list[Target]] = {}
+        for target in targets:
+            by_kind.setdefault(target.runtime.kind, []).append(target)
+        groups: dict[Hashable, _Routed] = {}
+        for kind, members in by_kind.items():
+            candidates, refusal = [ref], None
+            through_node = kind == "cri-o" and ref.unqualified and policy.node.crio is not None
+            if through_node:
+                candidates, refusal = short_name_candidates(policy, ref, image)
+            routes = [(c, route_for(policy, c, kind)) for c in candidates]
+            key = (refusal, through_node, tuple(routes))
+            if key in groups:
+                groups[key] = replace(groups[key], targets=groups[key].targets + tuple(members))
+                continue
+            groups[key] = self._resolve_candidates(
+                image, routes, refusal, through_node, members, keyring, deadline
+            )
+        return list(groups.values())
+
+    def _resolve_candidates(
+        self,
+        image: str,
+        routes: Sequence[tuple[ImageReference, Route | None]],
+        refusal: str | None,
+        short_name: bool,
+        targets: list[Target],
+        keyring: Keyring,
+        deadline: Deadline,
+    ) -> _Routed:
+        """The first candidate that resolves (CRI-O tries each short-name candidate in turn)."""
+        if refusal is not None:
+            problem = Problem("SHORT_NAME", refusal)
+            return _Routed(tuple(targets), Resolution(image, error=problem), short_name=refusal, refused=True)
+        routed = _Routed(tuple(targets), Resolution(image))
+        for candidate, route in routes:
+            if route is not None and route.blocked is not None:
+                problem = Problem("BLOCKED_REGISTRY", f"{candidate.name}: {route.blocked}")
+                routed = _Routed(tuple(targets), Resolution(image, error=problem), blocked=True)
+            else:
+                resolution, endpoint = self.resolve(candidate, image, targets, keyring, deadline, route)
+                routed = _Routed(tuple(targets), resolution, endpoint)
+            if short_name:
+                routed = replace(routed, short_name=str(candidate))
+            if routed.resolution.error is None:
+                break
+        return routed
+
     def resolve(
-        self, ref: ImageReference, image: str, targets: Sequence[Target], keyring: Keyring, deadline: Deadline
-    ) -> Resolution:
-        """Fetch what the targets' runtimes would fetch for `ref`."""
+        self,
+        ref: ImageReference,
+        image: str,
+        targets: Sequence[Target],
+        keyring: Keyring,
+        deadline: Deadline,
+        route: Route | None = None,
+    ) -> tuple[Resolution, Endpoint | None]:
+        """Fetch what the targets' runtimes would fetch for `ref`, and the endpoint that answered."""
         resolution = Resolution(image)
         try:
-            digest, top = self._top_digest(ref, keyring, deadline, resolution)
-            resolution.top = top or self._manifest(ref, digest, keyring, deadline)
+            digest, top, endpoint = self._top_digest(ref, keyring, deadline, resolution, route)
+            if route is not None and endpoint is not None:
+                route = route.settled_on(endpoint)
+            resolution.top = top or self._manifest(ref, digest, keyring, deadline, route)
         except RegistryError as exc:
             resolution.error = Problem(exc.code, str(exc))
-            return resolution
+            return resolution, None
         manifests = [resolution.top]
         indexes = [resolution.top]
         for _ in range(MAX_INDEX_DEPTH):  # an index of indexes: containerd follows it
@@ -307,71 +412,89 @@ class Checker:
                 d for i in indexes if i.structure == INDEX for d in self._fetched_children(i, targets)
             ]
             children = [d for d in dict.fromkeys(children) if d not in resolution.manifests]
-            self._fetch_all(children, lambda d: self._child(ref, d, keyring, deadline, resolution))
+            self._fetch_all(children, lambda d: self._child(ref, d, keyring, deadline, resolution, route))
             indexes = [resolution.manifests[d] for d in children if d in resolution.manifests]
             manifests += indexes
-        self._fetch_contents(ref, manifests, keyring, deadline, resolution)
-        return resolution
+        self._fetch_contents(ref, manifests, keyring, deadline, resolution, route)
+        return resolution, endpoint
 
     # -- steps -------------------------------------------------------------------------------------
 
     def _top_digest(
-        self, ref: ImageReference, keyring: Keyring, deadline: Deadline, resolution: Resolution
-    ) -> tuple[str, Document | None]:
-        """The digest the reference stands for now, proven readable with this keyring.
+        self,
+        ref: ImageReference,
+        keyring: Keyring,
+        deadline: Deadline,
+        resolution: Resolution,
+        route: Route | None,
+    ) -> tuple[str, Document | None, Endpoint | None]:
+        """The digest the reference stands for now, proven readable with this keyring, and who said so.
 
         Returns the manifest too when finding the digest needed a GET (no Docker-Content-Digest).  A
         malformed Docker-Content-Digest is noted in `resolution`, and such an answer is not cached."""
-        key = (ref.registry, ref.repository, ref.manifest_reference, keyring.fingerprint)
+        key = (ref.registry, ref.repository, ref.manifest_reference, keyring.fingerprint, route)
         cached = self._tags.get(key)
         self._count("tag", cached is not None)
         if isinstance(cached, Problem):
             raise _error_for(cached)
         if cached is not None:
-            return cached, None
+            return cached[0], None, cached[1]
 
-        def lookup() -> tuple[str, Document | None, str | None]:
+        def lookup() -> tuple[str, Document | None, str | None, Endpoint | None]:
             try:
-                head = self.registry.head_manifest(ref, ref.manifest_reference, keyring, deadline)
+                head = self.registry.head_manifest(ref, ref.manifest_reference, keyring, deadline, route)
                 if head.digest is not None:
-                    return head.digest, None, None
+                    return head.digest, None, None, head.endpoint
+                # containerd GETs from the host that answered the HEAD
+                settled = (
+                    route
+                    if route is None or head.endpoint is None
+                    else replace(route, endpoints=(head.endpoint,))
+                )
                 document = self.registry.get_manifest(
-                    ref, ref.manifest_reference, keyring, deadline, ref.digest
+                    ref, ref.manifest_reference, keyring, deadline, ref.digest, settled
                 )
                 self._documents.put((ref.registry, ref.repository, document.digest), document)
-                return document.digest, document, head.malformed_digest
+                return document.digest, document, head.malformed_digest, head.endpoint
             except DeadlineExceeded:
                 raise
             except RegistryUnreachable as exc:
                 if ref.digest is not None:
-                    self._blob_not_manifest(ref, ref.digest, keyring, deadline, exc)
+                    self._blob_not_manifest(ref, ref.digest, keyring, deadline, exc, route)
                 raise
             except RegistryError as exc:
                 if exc.code in _NEGATIVE_CODES:
                     self._tags.put(key, Problem(exc.code, str(exc)), self.negative_ttl)
                 raise
 
-        digest, document, malformed = self._flight.run(("tag", key), lookup)
+        digest, document, malformed, endpoint = self._flight.run(("tag", key), lookup)
         if ref.digest is not None and digest != ref.digest:
             raise _error_for(Problem("DIGEST_MISMATCH", f"the registry announced {digest} for {ref}"))
         resolution.malformed_digest_header = malformed
         if malformed is not None:
-            return digest, document
-        self._tags.put(key, digest, self.tag_ttl)
+            return digest, document, endpoint
+        self._tags.put(key, (digest, endpoint), self.tag_ttl)
         if ref.digest is None:
             # The tag's answer also proves the digest readable with this keyring: the same image pinned
             # to it (by /mutate, then judged by /validate) is answered without asking again.
-            self._tags.put((ref.registry, ref.repository, digest, keyring.fingerprint), digest, self.tag_ttl)
-        return digest, document
+            pinned = (ref.registry, ref.repository, digest, keyring.fingerprint, route)
+            self._tags.put(pinned, (digest, endpoint), self.tag_ttl)
+        return digest, document, endpoint
 
     def _blob_not_manifest(
-        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline, trouble: RegistryError
+        self,
+        ref: ImageReference,
+        digest: str,
+        keyring: Keyring,
+        deadline: Deadline,
+        trouble: RegistryError,
+        route: Route | None,
     ) -> None:
         """Raise NotAnImage when a digest the manifests endpoint fails on names a blob (an image ID).
 
         containerd asks the blobs endpoint after the manifests one, as here; nothing runs a blob."""
         try:
-            found = self.registry.stat_blob(ref, digest, keyring, deadline)
+            found = self.registry.stat_blob(ref, digest, keyring, deadline, route)
         except RegistryError:
             return
         if found is not None:
@@ -380,46 +503,52 @@ class Checker:
                 f"not a manifest: {trouble}"
             )
 
-    def _manifest(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> Document:
+    def _manifest(
+        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline, route: Route | None
+    ) -> Document:
         return self._cached(
             self._documents,
             "document",
             (ref.registry, ref.repository, digest),
-            lambda: self.registry.get_manifest(ref, digest, keyring, deadline, digest),
+            lambda: self.registry.get_manifest(ref, digest, keyring, deadline, digest, route),
         )
 
-    def _config(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> Document:
+    def _config(
+        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline, route: Route | None
+    ) -> Document:
         return self._cached(
             self._documents,
             "document",
             (ref.registry, ref.repository, digest),
-            lambda: self.registry.get_blob(ref, digest, keyring, deadline),
+            lambda: self.registry.get_blob(ref, digest, keyring, deadline, route),
         )
 
     def _blob_size(
-        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline
+        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline, route: Route | None
     ) -> int | None:
         """The layer's announced size, _NO_SIZE when present without one; None when absent."""
 
         def stat() -> int:
-            found = self.registry.stat_blob(ref, digest, keyring, deadline)
+            found = self.registry.stat_blob(ref, digest, keyring, deadline, route)
             return _ABSENT if found is None else _NO_SIZE if found.size is None else found.size
 
         size = self._cached(
             self._blobs,
             "blob",
-            (ref.registry, ref.repository, digest),
+            (ref.registry, ref.repository, digest, route),  # a mirror may lack what the registry has
             stat,
             ttl=lambda size: self.negative_ttl if size == _ABSENT else None,
         )
         return None if size == _ABSENT else size
 
-    def _layer_head(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> bytes:
+    def _layer_head(
+        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline, route: Route | None
+    ) -> bytes:
         return self._cached(
             self._heads,
             "head",
             (ref.registry, ref.repository, digest),
-            lambda: self.registry.read_blob_head(ref, digest, LAYER_HEAD, keyring, deadline),
+            lambda: self.registry.read_blob_head(ref, digest, LAYER_HEAD, keyring, deadline, route),
         )
 
     def _cached(
@@ -453,10 +582,16 @@ class Checker:
         return list(chosen)
 
     def _child(
-        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline, resolution: Resolution
+        self,
+        ref: ImageReference,
+        digest: str,
+        keyring: Keyring,
+        deadline: Deadline,
+        resolution: Resolution,
+        route: Route | None,
     ) -> None:
         try:
-            resolution.manifests[digest] = self._manifest(ref, digest, keyring, deadline)
+            resolution.manifests[digest] = self._manifest(ref, digest, keyring, deadline, route)
         except NotFound:
             resolution.missing.add(digest)
         except RegistryError as exc:
@@ -469,6 +604,7 @@ class Checker:
         keyring: Keyring,
         deadline: Deadline,
         resolution: Resolution,
+        route: Route | None,
     ) -> None:
         """Configs and layer presence of the image manifests, all at once."""
         configs: list[str] = []
@@ -490,7 +626,7 @@ class Checker:
 
         def config_task(digest: str) -> None:
             try:
-                resolution.configs[digest] = self._config(ref, digest, keyring, deadline)
+                resolution.configs[digest] = self._config(ref, digest, keyring, deadline, route)
             except NotFound:
                 resolution.missing.add(digest)
             except RegistryError as exc:
@@ -498,7 +634,7 @@ class Checker:
 
         def blob_task(digest: str) -> None:
             try:
-                size = self._blob_size(ref, digest, keyring, deadline)
+                size = self._blob_size(ref, digest, keyring, deadline, route)
                 if size is None:
                     resolution.missing.add(digest)
                     return
@@ -510,7 +646,7 @@ class Checker:
 
         def head_task(digest: str) -> None:
             try:
-                resolution.heads[digest] = self._layer_head(ref, digest, keyring, deadline)
+                resolution.heads[digest] = self._layer_head(ref, digest, keyring, deadline, route)
             except RegistryError:
                 pass  # the layer's presence check reports what is wrong with it
 
@@ -539,7 +675,44 @@ class Checker:
 def _result_key(image: str, targets: Sequence[Target], policy: Policy, keyring: Keyring) -> Hashable:
     """What an image's result depends on besides the registry's content."""
     overrides = tuple(sorted(policy.severities.items()))
-    return (image, tuple(targets), policy.on_resolution_error, overrides, keyring.fingerprint)
+    node = (policy.node.containerd_hosts_dir, policy.node.crio_registries_conf)
+    return (
+        image,
+        tuple(targets),
+        policy.on_resolution_error,
+        overrides,
+        keyring.fingerprint,
+        policy.registries,
+        node,
+    )
+
+
+@dataclass(frozen=True)
+class _Routed:
+    """One way some targets' nodes reach an image, and what was found there."""
+
+    targets: tuple[Target, ...]
+    resolution: Resolution
+    endpoint: Endpoint | None = None  # the endpoint that served the manifest
+    short_name: str | None = None  # CRI-O: the candidate a short name resolved to (or why it did not)
+    refused: bool = False  # CRI-O refuses the short name itself
+    blocked: bool = False  # the node's registries.conf blocks the registry
+
+    def notes(self, target: Target) -> list[Finding]:
+        """What CRI-O made of a short name, as the node's registries.conf says."""
+        if self.short_name is None or self.refused:
+            return []
+        message = f"short name resolved through the node's registries.conf to {self.short_name}"
+        return [Finding("SHORT_NAME", INFO, str(target.runtime), str(target.platform), message)]
+
+    def firm(self, findings: list[Finding]) -> list[Finding]:
+        """A refusal written in the node's configuration is a deny that onResolutionError does not soften."""
+        if not (self.refused or self.blocked):
+            return findings
+        firm_codes = {"SHORT_NAME", "BLOCKED_REGISTRY"}
+        return [
+            replace(f, severity=DENY, from_node_config=True) if f.code in firm_codes else f for f in findings
+        ]
 
 
 _ERRORS_BY_CODE: dict[str, type[RegistryError]] = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -27,88 +26,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.registry]
 CHART = Path(__file__).resolve().parents[2] / "charts" / "pullcheck"
 RELEASE, RELEASE_NAMESPACE = "pc", "pullcheck-system"
 GROUP, VERSION = "wgpolicyk8s.io", "v1alpha2"
-# The PolicyReport CRD as the wg-policy prototypes publish it, reduced to what the API server checks here.
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "policyreports.wgpolicyk8s.io"},
-    "spec": {
-        "group": GROUP,
-        "names": {
-            "kind": "PolicyReport",
-            "listKind": "PolicyReportList",
-            "plural": "policyreports",
-            "singular": "policyreport",
-            "shortNames": ["polr"],
-        },
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "apiVersion": {"type": "string"},
-                            "kind": {"type": "string"},
-                            "metadata": {"type": "object"},
-                            "scope": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                            "summary": {
-                                "type": "object",
-                                "properties": {
-                                    k: {"type": "integer"} for k in ("pass", "fail", "warn", "error", "skip")
-                                },
-                            },
-                            "results": {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": ["policy"],
-                                    "properties": {
-                                        "source": {"type": "string"},
-                                        "policy": {"type": "string"},
-                                        "rule": {"type": "string"},
-                                        "category": {"type": "string"},
-                                        "message": {"type": "string"},
-                                        "result": {
-                                            "type": "string",
-                                            "enum": ["pass", "fail", "warn", "error", "skip"],
-                                        },
-                                        "severity": {
-                                            "type": "string",
-                                            "enum": ["critical", "high", "low", "medium", "info"],
-                                        },
-                                        "scored": {"type": "boolean"},
-                                        "timestamp": {
-                                            "type": "object",
-                                            "properties": {
-                                                "seconds": {"type": "integer"},
-                                                "nanos": {"type": "integer"},
-                                            },
-                                        },
-                                        "resources": {
-                                            "type": "array",
-                                            "items": {
-                                                "type": "object",
-                                                "x-kubernetes-preserve-unknown-fields": True,
-                                            },
-                                        },
-                                        "properties": {
-                                            "type": "object",
-                                            "additionalProperties": {"type": "string"},
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +92,11 @@ def test_background_audit_writes_policy_reports_and_metrics(
     empty = AuditReport(entries=(), problems=(), workloads=0, resolutions=0)
     assert PolicyReportWriter(cluster.api_client).write(empty) is None
 
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(CRD), check=True)
+    crd = cluster.helm(
+        "template", RELEASE, str(CHART), "--set", "policyReportCRD.install=true",
+        "--show-only", "templates/policyreport-crd.yaml", check=True,
+    ).stdout  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=crd, check=True)
     cluster.kubectl("wait", "--for", "condition=established", "crd/policyreports.wgpolicyk8s.io", check=True)
     # A stale report of pullcheck's in a namespace without workloads: the audit removes it.
     stale = {

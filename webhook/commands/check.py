@@ -7,6 +7,7 @@ import argparse
 import itertools
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from webhook import admission, pinning, platforms, render, reports
@@ -157,13 +158,10 @@ def command_line_registries(
     for host in sorted(hosts):
         base = policy.registry_options(host) or RegistryOptions(host=host)
         added.append(
-            RegistryOptions(
-                host=host,
+            replace(
+                base,
                 insecure=base.insecure or host in args.insecure_registry,
                 ca_file=args.ca_file or base.ca_file,
-                allow_private_network=base.allow_private_network,
-                mirror=base.mirror,
-                token_realm_hosts=base.token_realm_hosts,
             )
         )
     return added

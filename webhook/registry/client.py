@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import quote, urlencode
@@ -57,17 +57,16 @@ from webhook.registry.auth import (
     pick_challenge,
     realm_may_receive_credentials,
 )
+from webhook.registry.endpoints import ConnectionFailed, endpoint_ssl_context, first_answer
 from webhook.registry.transport import (
     DEFAULT_CONNECTIONS_PER_ORIGIN,
     RegistryTransport,
     deadline_scope,
-    ssl_context,
 )
+from webhook.routes import Endpoint, Route, policy_route
 
 log = logging.getLogger(__name__)
 
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_ENDPOINT = "registry-1.docker.io"  # containerd's default host for docker.io
 _TOKEN_BODY_CAP = 1 << 20
 _MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -92,6 +91,7 @@ class ManifestHead:
     content_type: str  # parameters stripped, lower-case, '' when absent
     size: int | None
     malformed_digest: str | None = None  # a Docker-Content-Digest that is not a digest, as served
+    endpoint: Endpoint | None = field(default=None, compare=False)  # the endpoint that answered
 
 
 @dataclass(frozen=True)
@@ -117,32 +117,19 @@ class RequestEvent:
 
 
 @dataclass(frozen=True)
-class _Endpoint:
-    """Where content requests for one registry go."""
-
-    name: str  # what options and credentials are looked up under: 'docker.io', a mirror's host
-    host: str  # host[:port] contacted: 'registry-1.docker.io'
-    options: RegistryOptions
-
-    @property
-    def scheme(self) -> str:
-        # Plain HTTP only for hosts the policy lists as insecure.  containerd and CRI-O also fall
-        # back to HTTP for localhost/127.0.0.1 on their own; we do not, so every exception is written
-        # in the policy.
-        return "http" if self.options.insecure else "https"
-
-
-@dataclass(frozen=True)
 class _Ask:
     """One logical request: what, where, and for whose message."""
 
-    endpoint: _Endpoint
-    repository: str
+    endpoint: Endpoint
     method: str
     path: str  # after /v2/<repository>/
     kind: str
     accept: str | None = None
     byte_range: str | None = None  # a Range header: only the first bytes of a blob are wanted
+
+    @property
+    def repository(self) -> str:
+        return self.endpoint.repository
 
     @property
     def where(self) -> str:
@@ -235,14 +222,14 @@ class RegistryClient:
         self._options: dict[str, RegistryOptions] = {}
         for options in registries:
             self._options.setdefault(options.host.lower(), options)
-        self._named = set(self._options) | {o.mirror.lower() for o in registries if o.mirror}
+        self._named = set(self._options) | {m.host.lower() for o in registries for m in o.mirrors}
         self._connections_per_origin = connections_per_origin
         self._guard = network_guard
         self._manifest_cap = manifest_cap
         self._blob_cap = blob_cap
         self._given_transport = transport
         self._on_request = on_request
-        self._transports: dict[tuple[str | None, bool], httpx.BaseTransport] = {}
+        self._transports: dict[tuple[str | None, tuple[str, ...], bool, bool], httpx.BaseTransport] = {}
         self._lock = threading.Lock()
         self._tokens = TokenCache()
         self._challenges: dict[tuple[str, str, int | None], Challenge] = {}
@@ -253,13 +240,18 @@ class RegistryClient:
     # ---- public API -------------------------------------------------------------------------
 
     def head_manifest(
-        self, ref: ImageReference, reference: str, keyring: Keyring, deadline: Deadline
+        self,
+        ref: ImageReference,
+        reference: str,
+        keyring: Keyring,
+        deadline: Deadline,
+        route: Route | None = None,
     ) -> ManifestHead:
-        """What the registry says about a tag or digest, without the body."""
+        """What the registry (or the first endpoint of `route` that answers) says about a tag or digest."""
         path = _manifest_path(reference, f"{ref.registry}/{ref.repository}")
 
-        def head(endpoint: _Endpoint) -> ManifestHead:
-            ask = _Ask(endpoint, ref.repository, "HEAD", path, "manifest", ", ".join(mt.MANIFEST_ACCEPT))
+        def head(endpoint: Endpoint) -> ManifestHead:
+            ask = _Ask(endpoint, "HEAD", path, "manifest", ", ".join(mt.MANIFEST_ACCEPT))
             try:
                 with self._exchange(ask, keyring, deadline) as response:
                     announced = response.headers.get("docker-content-digest")
@@ -274,7 +266,10 @@ class RegistryClient:
                 # As containerd does: no digest from a HEAD, so the caller GETs the manifest instead.
                 return ManifestHead(None, "", None)
 
-        return self._from_mirror_or_registry(ref.registry, head)
+        chosen = self._route(ref, route)
+        endpoints = chosen.for_digest() if ":" in reference else chosen.for_tag()
+        head_answer, endpoint = first_answer(endpoints, head, ref.name, primary_last=chosen.sticky)
+        return replace(head_answer, endpoint=endpoint)
 
     def get_manifest(
         self,
@@ -283,6 +278,7 @@ class RegistryClient:
         keyring: Keyring,
         deadline: Deadline,
         expected_digest: str | None = None,
+        route: Route | None = None,
     ) -> Document:
         """The manifest or index, its bytes verified against the digest we expect (see `_verified`)."""
         where = f"{ref.registry}/{ref.repository}"
@@ -292,8 +288,8 @@ class RegistryClient:
         if expected_digest is not None:
             _checked_digest(expected_digest, where)
 
-        def get(endpoint: _Endpoint) -> Document:
-            ask = _Ask(endpoint, ref.repository, "GET", path, "manifest", ", ".join(mt.MANIFEST_ACCEPT))
+        def get(endpoint: Endpoint) -> Document:
+            ask = _Ask(endpoint, "GET", path, "manifest", ", ".join(mt.MANIFEST_ACCEPT))
             with self._exchange(ask, keyring, deadline) as response:
                 content_type = mt.strip_parameters(response.headers.get("content-type"))
                 announced = _valid_digest(response.headers.get("docker-content-digest"))
@@ -303,15 +299,22 @@ class RegistryClient:
             digest = self._verified(data, content_type, streamed, wanted, what)
             return Document.from_bytes(digest, content_type, data)
 
-        return self._from_mirror_or_registry(ref.registry, get)
+        return self._fetch(ref, route, get)
 
-    def get_blob(self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline) -> Document:
+    def get_blob(
+        self,
+        ref: ImageReference,
+        digest: str,
+        keyring: Keyring,
+        deadline: Deadline,
+        route: Route | None = None,
+    ) -> Document:
         """The image config, its bytes verified against `digest` and its fields validated."""
         where = f"{ref.registry}/{ref.repository}"
         path = "blobs/" + _checked_digest(digest, where)
 
-        def get(endpoint: _Endpoint) -> Document:
-            ask = _Ask(endpoint, ref.repository, "GET", path, "blob")
+        def get(endpoint: Endpoint) -> Document:
+            ask = _Ask(endpoint, "GET", path, "blob")
             what = f"{ask.where}: blob {digest}"
             with self._exchange(ask, keyring, deadline) as response:
                 content_type = mt.strip_parameters(response.headers.get("content-type"))
@@ -320,34 +323,45 @@ class RegistryClient:
                 raise DigestMismatch(f"{what}: the registry served bytes that hash to {streamed}")
             return Document.from_bytes(digest, content_type, data, config=True)
 
-        return self._from_mirror_or_registry(ref.registry, get)
+        return self._fetch(ref, route, get)
 
     def stat_blob(
-        self, ref: ImageReference, digest: str, keyring: Keyring, deadline: Deadline
+        self,
+        ref: ImageReference,
+        digest: str,
+        keyring: Keyring,
+        deadline: Deadline,
+        route: Route | None = None,
     ) -> BlobStat | None:
         """The blob's announced size when the registry has it (HEAD); None on 404, other trouble raises."""
         where = f"{ref.registry}/{ref.repository}"
         path = "blobs/" + _checked_digest(digest, where)
 
-        def head(endpoint: _Endpoint) -> BlobStat:
-            ask = _Ask(endpoint, ref.repository, "HEAD", path, "blob")
+        def head(endpoint: Endpoint) -> BlobStat:
+            ask = _Ask(endpoint, "HEAD", path, "blob")
             with self._exchange(ask, keyring, deadline) as response:
                 return BlobStat(_content_length(response.headers))
 
         try:
-            return self._from_mirror_or_registry(ref.registry, head)
+            return self._fetch(ref, route, head)
         except NotFound:
             return None
 
     def read_blob_head(
-        self, ref: ImageReference, digest: str, length: int, keyring: Keyring, deadline: Deadline
+        self,
+        ref: ImageReference,
+        digest: str,
+        length: int,
+        keyring: Keyring,
+        deadline: Deadline,
+        route: Route | None = None,
     ) -> bytes:
         """The blob's first `length` bytes (a ranged GET; a registry that ignores Range is cut off)."""
         where = f"{ref.registry}/{ref.repository}"
         path = "blobs/" + _checked_digest(digest, where)
 
-        def get(endpoint: _Endpoint) -> bytes:
-            ask = _Ask(endpoint, ref.repository, "GET", path, "blob", byte_range=f"bytes=0-{length - 1}")
+        def get(endpoint: Endpoint) -> bytes:
+            ask = _Ask(endpoint, "GET", path, "blob", byte_range=f"bytes=0-{length - 1}")
             what = f"{ask.where}: blob {digest}"
             head = b""
             with (
@@ -363,7 +377,7 @@ class RegistryClient:
                         break
             return head
 
-        return self._from_mirror_or_registry(ref.registry, get)
+        return self._fetch(ref, route, get)
 
     def close(self) -> None:
         with self._lock:
@@ -379,28 +393,16 @@ class RegistryClient:
     def _options_for(self, host: str) -> RegistryOptions:
         return self._options.get(host.lower()) or RegistryOptions(host=host)
 
-    def _endpoints(self, registry: str) -> list[_Endpoint]:
-        """The mirror first (when the policy names one), then the registry itself."""
-        options = self._options_for(registry)
-        contacted = DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB else registry
-        endpoints = [_Endpoint(registry, contacted, options)]
-        if options.mirror:
-            endpoints.insert(0, _Endpoint(options.mirror, options.mirror, self._options_for(options.mirror)))
-        return endpoints
+    def _route(self, ref: ImageReference, route: Route | None) -> Route:
+        """The route given, else the policy entry's mirrors and the registry (containerd's order)."""
+        return route or policy_route(self._options_for(ref.registry), ref, sticky=False)
 
-    def _from_mirror_or_registry(self, registry: str, attempt: Callable[[_Endpoint], _T]) -> _T:
-        *mirrors, origin = self._endpoints(registry)
-        for mirror in mirrors:
-            try:
-                return attempt(mirror)
-            except DeadlineExceeded:
-                raise
-            except RegistryError as error:
-                # Like containerd's hosts.toml and CRI-O's mirrors: any failure, 404 included, falls through.
-                log.debug("mirror %s failed, asking %s: %s", mirror.host, origin.host, error)
-        return attempt(origin)
+    def _fetch(self, ref: ImageReference, route: Route | None, attempt: Callable[[Endpoint], _T]) -> _T:
+        """Content by digest: the route's endpoints in order, as the runtime's fetcher asks them."""
+        chosen = self._route(ref, route)
+        return first_answer(chosen.for_fetch(), attempt, ref.name, primary_last=chosen.sticky)[0]
 
-    def _connection_options(self, url: httpx.URL, endpoint: _Endpoint) -> RegistryOptions:
+    def _connection_options(self, url: httpx.URL, endpoint: Endpoint) -> RegistryOptions:
         """The options for a host reached while serving `endpoint` (itself, a realm, a redirect target).
 
         Another port of the registry's own host (a token service beside it) shares its options.
@@ -418,13 +420,14 @@ class RegistryClient:
     def _transport(self, options: RegistryOptions) -> httpx.BaseTransport:
         if self._given_transport is not None:
             return self._given_transport
-        key = (options.ca_file, self._guard and not options.allow_private_network)
+        guard = self._guard and not options.allow_private_network
+        key = (options.ca_file, options.ca_files, options.skip_verify, guard)
         with self._lock:
             transport = self._transports.get(key)
             if transport is None:
                 transport = RegistryTransport(
-                    ssl_context(options.ca_file),
-                    guard=key[1],
+                    endpoint_ssl_context(options),
+                    guard=guard,
                     connections_per_origin=self._connections_per_origin,
                 )
                 self._transports[key] = transport
@@ -438,9 +441,12 @@ class RegistryClient:
         credentials = self._credentials(ask, keyring)
         self._check_guard(ask, ask.endpoint.host, ask.endpoint.options)
         with self._mapped_errors(ask.where, ask.endpoint.host, deadline):
+            endpoint = ask.endpoint
             url = httpx.URL(
-                f"{ask.endpoint.scheme}://{ask.endpoint.host}/v2/{quote(ask.repository)}/{ask.path}"
+                f"{endpoint.scheme}://{endpoint.host}{endpoint.path}/{quote(ask.repository)}/{ask.path}"
             )
+            if endpoint.namespace is not None:
+                url = url.copy_merge_params({"ns": endpoint.namespace})
         headers = {"Accept": ask.accept} if ask.accept else {}
         if ask.byte_range:
             headers["Range"] = ask.byte_range
@@ -722,7 +728,7 @@ class RegistryClient:
         finally:
             self._report(RequestEvent(self._metric_name(ask.endpoint), method, status, ask.kind, remaining))
 
-    def _metric_name(self, endpoint: _Endpoint) -> str:
+    def _metric_name(self, endpoint: Endpoint) -> str:
         return endpoint.name if endpoint.name.lower() in self._named else "other"
 
     def _report(self, event: RequestEvent) -> None:
@@ -760,7 +766,7 @@ class RegistryClient:
             raise RegistryUnreachable(f"{where}: {host} timed out") from None
         except httpx.ConnectError as error:
             cause = network_cause(error) or _one_line(str(error))  # as the Kubernetes client's are read
-            raise RegistryUnreachable(f"{where}: cannot connect to {host}: {cause}") from None
+            raise ConnectionFailed(f"{where}: cannot connect to {host}: {cause}") from None
         except httpx.RemoteProtocolError:
             # httpcore quotes the offending bytes; they are the registry's choice, so they stay out.
             raise RegistryUnreachable(f"{where}: {host} did not answer with valid HTTP") from None

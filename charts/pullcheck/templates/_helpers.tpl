@@ -48,6 +48,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.nodeCredentials.secretName }}
 {{- $_ := set $policy "dockerConfig" "/etc/pullcheck/docker/.dockerconfigjson" }}
 {{- end }}
+{{- $node := dict }}
+{{- if include "pullcheck.containerdHostsConfigMap" . }}
+{{- $_ := set $node "containerdHostsDir" "/etc/pullcheck/node/containerd-certs.d" }}
+{{- end }}
+{{- if include "pullcheck.crioRegistriesConfigMap" . }}
+{{- $_ := set $node "crioRegistriesConf" "/etc/pullcheck/node/crio/registries.conf" }}
+{{- end }}
+{{- if $node }}
+{{- $_ := set $policy "nodeConfig" $node }}
+{{- end }}
 {{- toYaml $policy }}
 {{- end }}
 
@@ -136,5 +146,21 @@ rules:
     resources: [jobs, cronjobs]
     scope: Namespaced
   {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The ConfigMap holding the nodes' containerd hosts.toml files, '' when none is configured. */}}
+{{- define "pullcheck.containerdHostsConfigMap" -}}
+{{- if .Values.nodeConfig.containerdHosts -}}
+{{ include "pullcheck.fullname" . }}-containerd-hosts
+{{- end }}
+{{- end }}
+
+{{/* The ConfigMap holding the nodes' CRI-O registries.conf, '' when none is configured. */}}
+{{- define "pullcheck.crioRegistriesConfigMap" -}}
+{{- if .Values.nodeConfig.crioRegistriesConfigMap -}}
+{{ .Values.nodeConfig.crioRegistriesConfigMap }}
+{{- else if .Values.nodeConfig.crioRegistriesConf -}}
+{{ include "pullcheck.fullname" . }}-crio-registries
 {{- end }}
 {{- end }}

@@ -1,0 +1,323 @@
+"""Mirrors, as the policy writes them and as the nodes' own files (hosts.toml, registries.conf) do.
+
+Two real registries on loopback: the `upstream` that images name and a `mirror` (the session registry).
+The runtimes' pull paths read the same files as pullcheck and must agree with its verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness import registry as registries
+from tests.harness.images import make_layer
+from tests.harness.oracles import PULL_TIMEOUT_SECONDS, ContainerdDaemon, SkopeoOracle
+from tests.harness.registry import Registry, free_port
+from webhook.cli import main
+
+pytestmark = pytest.mark.registry
+
+C21 = "containerd://2.1.9"
+CRIO = "cri-o://1.33.0"
+
+
+@dataclass(frozen=True)
+class Images:
+    healthy: str  # on the mirror only
+    schema1: str  # schema 1, on the mirror only
+    upstream_only: str  # missing on the mirror, present upstream
+    layer_missing_on_mirror: str  # manifest on both, a layer only upstream
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    started = registries.start_plain(tmp_path_factory.mktemp("upstream"))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def images(upstream: Registry, registry: Registry) -> Images:
+    mirror = registry
+    mirror.push_image("mirrored/app", "v1", [make_layer("served by the mirror")])
+    mirror.push_schema1("mirrored/legacy", "v1", "schema 1 on the mirror")
+    upstream.push_image("mirrored/fresh", "v1", [make_layer("only upstream")])
+    layer = make_layer("upstream keeps this layer")
+    for side in (upstream, mirror):
+        side.push_image("mirrored/partial", "v1", [layer])
+    mirror.delete_blob("mirrored/partial", layer.digest)
+    return Images(
+        healthy=f"{upstream.host}/mirrored/app:v1",
+        schema1=f"{upstream.host}/mirrored/legacy:v1",
+        upstream_only=f"{upstream.host}/mirrored/fresh:v1",
+        layer_missing_on_mirror=f"{upstream.host}/mirrored/partial:v1",
+    )
+
+
+def dead_host() -> str:
+    return f"127.0.0.1:{free_port()}"  # nothing listens there
+
+
+def hosts_dir(root: Path, registry: str, server: str, *mirrors: str) -> Path:
+    """A containerd certs.d directory: `registry` served by `mirrors` in order, then `server`."""
+    directory = root / registry
+    directory.mkdir(parents=True)
+    lines = [f'server = "http://{server}"', ""]
+    for mirror in mirrors:
+        lines += [f'[host."http://{mirror}"]', '  capabilities = ["pull", "resolve"]', ""]
+    (directory / "hosts.toml").write_text("\n".join(lines))
+    return root
+
+
+def write_policy(path: Path, **policy: Any) -> Path:
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+def check(
+    policy: Path, runtime: str, *images: str, capsys: pytest.CaptureFixture[str]
+) -> list[dict[str, Any]]:
+    capsys.readouterr()
+    status = main(["check", "--config", str(policy), "--output", "json", "--runtime", runtime, *images])
+    out = capsys.readouterr().out
+    assert status in (0, 1), out
+    results: list[dict[str, Any]] = json.loads(out)["results"]
+    return results
+
+
+# ---- the policy's mirrors (issue: the broken `mirror:`) -------------------------------------------
+
+
+def test_a_mirror_takes_its_entrys_settings(
+    tmp_path: Path, images: Images, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's reproduction: the registry is down, the mirror (plain http, loopback) serves."""
+    down = dead_host()
+    entry = {"host": down, "mirror": registry.host, "insecure": True, "allowPrivateNetwork": True}
+    policy = write_policy(tmp_path / "p.yaml", registries=[entry])
+    healthy, legacy = (
+        i.replace(images.healthy.split("/")[0], down) for i in (images.healthy, images.schema1)
+    )
+    ok, schema1 = check(policy, C21, healthy, legacy, capsys=capsys)
+    assert ok["verdict"] == "allow", ok["findings"]
+    assert ok["endpoints"] == [{"endpoint": registry.host, "role": "mirror", "runtimes": [C21]}]
+    assert schema1["verdict"] == "deny"
+    assert [f["code"] for f in schema1["findings"]] == ["SCHEMA1"]
+
+
+def test_every_endpoint_tried_is_named_with_its_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    down, mirror = dead_host(), dead_host()
+    entry = {"host": down, "mirrors": [{"host": mirror}], "insecure": True}
+    policy = write_policy(tmp_path / "p.yaml", registries=[entry], onResolutionError="deny")
+    [result] = check(policy, C21, f"{down}/team/app:v1", capsys=capsys)
+    [finding] = result["findings"]
+    assert finding["code"] == "REGISTRY_UNREACHABLE"
+    assert f"mirror {mirror}: cannot connect" in finding["message"]
+    assert f"registry {down}: cannot connect" in finding["message"]
+
+
+def test_a_mirror_can_say_otherwise(
+    tmp_path: Path, images: Images, registry: Registry, upstream: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mirror that writes `insecure: false` is asked over https (and fails), the registry then serves."""
+    entry = {"host": upstream.host, "insecure": True, "mirrors": [{"host": registry.host, "insecure": False}]}
+    policy = write_policy(tmp_path / "p.yaml", registries=[entry])
+    [result] = check(policy, C21, images.upstream_only, capsys=capsys)
+    assert result["verdict"] == "allow"
+    assert result["endpoints"][0]["role"] == "registry"
+
+
+def test_without_upstream_fallback_a_tag_the_mirror_lacks_is_not_found(
+    tmp_path: Path, images: Images, registry: Registry, upstream: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = {"host": upstream.host, "insecure": True, "mirror": registry.host, "upstreamFallback": False}
+    policy = write_policy(tmp_path / "p.yaml", registries=[entry])
+    [result] = check(policy, C21, images.upstream_only, capsys=capsys)
+    assert [f["code"] for f in result["findings"]] == ["NOT_FOUND"]
+    assert registry.host in result["findings"][0]["message"]
+
+
+# ---- node files: malformed ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "problem"),
+    [
+        ("hosts", 'server = "http://a:1"\n[host."http://b:2"\ncapabilities = 1', "not valid TOML"),
+        ("hosts", '[host."http://b:2"]\ncapabilities = ["pull", "fly"]', "unknown capability 'fly'"),
+        ("crio", '[[registry]]\nlocation = "https://a"', "URI schemes are not supported"),
+        (
+            "crio",
+            '[[registry]]\nlocation = "a"\n[[registry.mirror]]\nlocation = "b"\npull-from-mirror = "x"',
+            "unsupported pull-from-mirror value 'x'",
+        ),
+        ("crio", 'short-name-mode = "lenient"', "invalid short-name mode 'lenient'"),
+    ],
+)
+def test_a_malformed_node_file_is_one_line_and_exit_2(
+    kind: str, text: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if kind == "hosts":
+        (tmp_path / "certs.d" / "r.example").mkdir(parents=True)
+        (tmp_path / "certs.d" / "r.example" / "hosts.toml").write_text(text)
+        node = {"containerdHostsDir": str(tmp_path / "certs.d")}
+    else:
+        (tmp_path / "registries.conf").write_text(text)
+        node = {"crioRegistriesConf": str(tmp_path / "registries.conf")}
+    policy = write_policy(tmp_path / "p.yaml", nodeConfig=node)
+    status = main(["check", "--config", str(policy), "r.example/app:v1"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1 and problem in err, err
+
+
+# ---- containerd: hosts.toml, against containerd 2.1 itself -----------------------------------------
+
+
+def ctr_pull(daemon: ContainerdDaemon, hosts: Path, image: str) -> tuple[bool, str]:
+    """containerd's transfer-service pull (the CRI plugin's path in 2.1) through `hosts`."""
+    command = [daemon.ctr, "--address", str(daemon.socket), "images", "pull", "--hosts-dir", str(hosts)]
+    command += ["--platform", "linux/amd64", "--snapshotter", "native", image]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=PULL_TIMEOUT_SECONDS)
+    subprocess.run([daemon.ctr, "--address", str(daemon.socket), "images", "rm", image], capture_output=True)
+    return done.returncode == 0, (done.stderr or done.stdout).strip()[-300:]
+
+
+@pytest.mark.oracle
+def test_containerd_and_pullcheck_read_the_same_hosts_toml(
+    tmp_path: Path,
+    images: Images,
+    registry: Registry,
+    upstream: Registry,
+    containerd2_oracle: ContainerdDaemon,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mirrored = hosts_dir(tmp_path / "mirrored", upstream.host, upstream.host, registry.host)
+    down = hosts_dir(tmp_path / "down", upstream.host, upstream.host, dead_host())
+    cases = [
+        (mirrored, images.healthy, True, "mirror"),
+        (mirrored, images.schema1, False, "mirror"),
+        (mirrored, images.upstream_only, True, "registry"),
+        (mirrored, images.layer_missing_on_mirror, True, "mirror"),  # each blob is asked of every host
+        (down, images.upstream_only, True, "registry"),
+    ]
+    for directory, image, pulls, role in cases:
+        pulled, words = ctr_pull(containerd2_oracle, directory, image)
+        assert pulled == pulls, (image, words)
+        policy = write_policy(tmp_path / "p.yaml", nodeConfig={"containerdHostsDir": str(directory)})
+        [result] = check(policy, C21, image, capsys=capsys)
+        assert (result["verdict"] != "deny") == pulled, (image, result["findings"])
+        assert result["endpoints"][0]["role"] == role, (image, result)
+
+
+# ---- CRI-O: registries.conf, against containers/image's pull path ----------------------------------
+
+
+def registries_conf(path: Path, upstream: str, mirror: str, blocked: str, search: list[str]) -> Path:
+    path.write_text(
+        "\n".join(
+            [
+                f"unqualified-search-registries = {json.dumps(search)}",
+                'short-name-mode = "permissive"',
+                "[[registry]]",
+                f'location = "{upstream}"',
+                "insecure = true",
+                "[[registry.mirror]]",
+                f'location = "{mirror}"',
+                "insecure = true",
+                "[[registry]]",
+                f'location = "{blocked}"',
+                "blocked = true",
+                "",
+            ]
+        )
+    )
+    return path
+
+
+def skopeo_pull(oracle: SkopeoOracle, conf: Path, image: str) -> tuple[bool, str]:
+    """containers/image's pull into containers/storage, reading `conf` as CRI-O reads its registries.conf."""
+    with tempfile.TemporaryDirectory(prefix="storage-", dir=oracle.directory) as scratch:
+        root, runroot = Path(scratch) / "root", Path(scratch) / "run"
+        storage = Path(scratch) / "storage.conf"
+        storage.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{root}"\nrunroot = "{runroot}"\n')
+        command = [oracle.binary, "--policy", str(oracle.policy), "--registries-conf", str(conf)]
+        command += [
+            "--override-os",
+            "linux",
+            "--override-arch",
+            "amd64",
+            "copy",
+            "--quiet",
+            f"docker://{image}",
+        ]
+        command += [f"containers-storage:[vfs@{root}+{runroot}]localhost/pulled:latest"]
+        env = {**os.environ, "CONTAINERS_STORAGE_CONF": str(storage)}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=PULL_TIMEOUT_SECONDS)
+        shutil.rmtree(root, ignore_errors=True)
+    return done.returncode == 0, done.stderr.strip()[-300:]
+
+
+@pytest.mark.oracle
+def test_crio_and_pullcheck_read_the_same_registries_conf(
+    tmp_path: Path,
+    images: Images,
+    registry: Registry,
+    upstream: Registry,
+    skopeo_oracle: SkopeoOracle,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    blocked = dead_host()
+    conf = registries_conf(tmp_path / "registries.conf", upstream.host, registry.host, blocked, [])
+    policy = write_policy(
+        tmp_path / "p.yaml", nodeConfig={"crioRegistriesConf": str(conf)}, onResolutionError="allow"
+    )
+    cases = [
+        (images.healthy, True, "mirror"),
+        (images.schema1, True, "mirror"),  # CRI-O still pulls schema 1 (a warning)
+        (images.upstream_only, True, "registry"),
+        (images.layer_missing_on_mirror, False, "mirror"),  # settled on the mirror, which lacks a layer
+        (f"{blocked}/team/app:v1", False, None),
+    ]
+    for image, pulls, role in cases:
+        pulled, words = skopeo_pull(skopeo_oracle, conf, image)
+        assert pulled == pulls, (image, words)
+        [result] = check(policy, CRIO, image, capsys=capsys)
+        assert (result["verdict"] != "deny") == pulled, (image, result["findings"])
+        assert [e["role"] for e in result["endpoints"]] == ([role] if role else []), (image, result)
+    [blocked_result] = check(policy, CRIO, f"{blocked}/team/app:v1", capsys=capsys)
+    [finding] = blocked_result["findings"]
+    assert (finding["code"], finding["severity"]) == ("BLOCKED_REGISTRY", "deny")
+    assert "blocked by the node's registries.conf" in finding["message"]
+
+
+def test_crio_short_names_resolve_through_the_search_list(
+    tmp_path: Path, images: Images, upstream: Registry, registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = registries_conf(
+        tmp_path / "registries.conf", upstream.host, registry.host, dead_host(), [dead_host(), upstream.host]
+    )
+    policy = write_policy(tmp_path / "p.yaml", nodeConfig={"crioRegistriesConf": str(conf)})
+    [result] = check(policy, CRIO, "mirrored/fresh:v1", capsys=capsys)
+    assert result["verdict"] == "allow", result["findings"]
+    [note] = result["findings"]
+    assert note["code"] == "SHORT_NAME" and images.upstream_only in note["message"]
+
+    conf.write_text(conf.read_text().replace('"permissive"', '"enforcing"'))
+    [refused] = check(policy, CRIO, "mirrored/fresh:v1", capsys=capsys)
+    assert refused["verdict"] == "deny"
+    assert "ambiguous" in refused["findings"][0]["message"]
