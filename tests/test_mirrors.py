@@ -24,6 +24,11 @@ from tests.harness.images import make_layer
 from tests.harness.oracles import PULL_TIMEOUT_SECONDS, ContainerdDaemon, SkopeoOracle
 from tests.harness.registry import Registry, free_port
 from webhook.cli import main
+from webhook.credentials import Keyring
+from webhook.deadline import Deadline
+from webhook.policy import MirrorOptions, RegistryOptions
+from webhook.reference import parse
+from webhook.registry import RegistryClient
 
 pytestmark = pytest.mark.registry
 
@@ -115,6 +120,24 @@ def test_a_mirror_takes_its_entrys_settings(
     assert ok["endpoints"] == [{"endpoint": registry.host, "role": "mirror", "runtimes": [C21]}]
     assert schema1["verdict"] == "deny"
     assert [f["code"] for f in schema1["findings"]] == ["SCHEMA1"]
+    status = main(["check", "--config", str(policy), "--runtime", C21, healthy])
+    assert status == 0
+    assert f"served by mirror {registry.host}" in capsys.readouterr().out
+
+
+def test_the_network_guard_lets_a_mirror_through_on_its_entrys_allowance(
+    images: Images, registry: Registry
+) -> None:
+    down = dead_host()
+    mirrors = (MirrorOptions(registry.host),)
+    entry = RegistryOptions(host=down, insecure=True, allow_private_network=True, mirrors=mirrors)
+    client = RegistryClient([entry], network_guard=True)
+    try:
+        head = client.head_manifest(parse(f"{down}/mirrored/app:v1"), "v1", Keyring.empty(), Deadline(10))
+    finally:
+        client.close()
+    assert head.digest is not None
+    assert head.endpoint is not None and head.endpoint.host == registry.host
 
 
 def test_every_endpoint_tried_is_named_with_its_failure(

@@ -25,11 +25,13 @@ def to_json(results: Sequence[ImageResult]) -> str:
 
 
 def reason(result: ImageResult) -> str:
-    """One line saying why an image got its verdict: each worst finding once, with where it fails;
-    registry text in it escaped."""
+    """One line saying why an image got its verdict: each worst finding once, with where it fails, and
+    the mirrors that served it; registry text in it escaped."""
+    mirrors = dict.fromkeys(a.endpoint for a in result.endpoints if a.role == "mirror")
+    served = f"served by mirror {', '.join(mirrors)}" if mirrors else ""
     verdict = result.verdict
     if verdict == ALLOW:
-        return ""
+        return printable(served)
     where: dict[tuple[str, str], list[str]] = {}
     for finding in result.findings:
         if worst([finding.severity]) == verdict:
@@ -42,7 +44,8 @@ def reason(result: ImageResult) -> str:
         on = f" [{', '.join(targets)}]" if targets else ""
         parts.append(f"{code}: {message}{on}")
     remedies = dict.fromkeys(REMEDY[code] for code, _ in where if code in REMEDY)
-    return printable("; ".join(parts) + (f" ({'; '.join(remedies)})" if remedies else ""))
+    text = "; ".join(parts) + (f" ({'; '.join(remedies)})" if remedies else "")
+    return printable(f"{text} [{served}]" if served else text)
 
 
 def to_table(results: Sequence[ImageResult]) -> str:

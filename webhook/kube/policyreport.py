@@ -135,7 +135,7 @@ class PolicyReportWriter:
         """Write one report per namespace and remove stale ones; the count written, None without the CRD."""
         existing = self._existing()
         if existing is None:
-            log.debug("the PolicyReport CRD is not installed; no reports written")
+            log.info("the PolicyReport CRD is not installed; no reports written")
             return None
         bodies = report_bodies(report)
         for namespace, body in bodies.items():
