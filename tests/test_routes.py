@@ -119,6 +119,7 @@ def test_policy_mirrors_inherit_the_entry_unless_they_say_otherwise() -> None:
         upstream_fallback=False,
     )
     route = route_for(Policy(registries=(entry,)), parse("registry.example.com/app:v1"), "containerd")
+    assert route is not None
     a, b = route.endpoints
     assert (a.scheme, a.options.allow_private_network, a.options.host) == ("http", True, "a.internal")
     assert (b.scheme, b.options.allow_private_network) == ("https", True)

@@ -90,13 +90,17 @@ def upstream_host(registry: str) -> str:
     return DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB else registry
 
 
-def route_for(policy: Policy, ref: ImageReference, runtime_kind: str) -> Route:
-    """How a node of this runtime kind reaches `ref`'s registry."""
+def route_for(policy: Policy, ref: ImageReference, runtime_kind: str) -> Route | None:
+    """How a node of this runtime kind reaches `ref`'s registry; None when neither a node file nor a
+    policy entry says anything about it (the registry client then asks the registry with its own settings)."""
     if runtime_kind == "cri-o" and policy.node.crio is not None:
         return crio_route(policy, ref, policy.node.crio)
     if runtime_kind == "containerd" and policy.node.containerd is not None:
         return containerd_route(policy, ref, policy.node.containerd)
-    return policy_route(_entry(policy, ref.registry), ref, sticky=runtime_kind == "cri-o")
+    entry = policy.registry_options(ref.registry)
+    if entry is None:
+        return None
+    return policy_route(entry, ref, sticky=runtime_kind == "cri-o")
 
 
 def _entry(policy: Policy, host: str) -> RegistryOptions:
