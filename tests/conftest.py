@@ -8,6 +8,7 @@ import pytest
 
 from tests.harness import registry as registries
 from tests.harness.corpus import CorpusImage, build_corpus
+from tests.harness.hostile import HostileServer
 from tests.harness.oracles import (
     ContainerdCRI,
     CrioPullPath,
@@ -58,8 +59,18 @@ def token_registry(
 
 
 @pytest.fixture(scope="session")
-def corpus(registry: Registry) -> dict[str, CorpusImage]:
-    return build_corpus(registry)
+def corpus_front() -> Iterator[HostileServer]:
+    """The lying registry in front of the corpus cases a real registry cannot serve."""
+    front = HostileServer()
+    try:
+        yield front
+    finally:
+        front.close()
+
+
+@pytest.fixture(scope="session")
+def corpus(registry: Registry, corpus_front: HostileServer) -> dict[str, CorpusImage]:
+    return build_corpus(registry, corpus_front)
 
 
 @pytest.fixture(scope="session")
@@ -84,12 +95,15 @@ def _run_containerd(daemon: ContainerdCRI) -> Iterator[ContainerdCRI]:
 
 @pytest.fixture(scope="session")
 def containerd_oracle(
-    tmp_path_factory: pytest.TempPathFactory, registry: Registry, sandbox_image: str
+    tmp_path_factory: pytest.TempPathFactory,
+    registry: Registry,
+    corpus_front: HostileServer,
+    sandbox_image: str,
 ) -> Iterator[ContainerdCRI]:
     """Debian's containerd 1.6 with its CRI plugin, driven by crictl."""
     daemon = ContainerdCRI(
         tmp_path_factory.mktemp("containerd"),
-        registry_host=registry.host,
+        registry_hosts=[registry.host, corpus_front.host],
         sandbox_image=sandbox_image,
         crictl=go_tool("crictl"),
     )
@@ -98,13 +112,16 @@ def containerd_oracle(
 
 @pytest.fixture(scope="session")
 def containerd2_oracle(
-    tmp_path_factory: pytest.TempPathFactory, registry: Registry, sandbox_image: str
+    tmp_path_factory: pytest.TempPathFactory,
+    registry: Registry,
+    corpus_front: HostileServer,
+    sandbox_image: str,
 ) -> Iterator[ContainerdCRI]:
     """containerd 2.1 built from Go modules, CRI plugin on (it pulls through the transfer service)."""
     binaries = containerd2_binaries()
     daemon = ContainerdCRI(
         tmp_path_factory.mktemp("containerd2"),
-        registry_host=registry.host,
+        registry_hosts=[registry.host, corpus_front.host],
         sandbox_image=sandbox_image,
         crictl=go_tool("crictl"),
         containerd=str(binaries / "containerd"),

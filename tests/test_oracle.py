@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.harness.corpus import CorpusImage
+from tests.harness.hostile import HostileServer
 from tests.harness.oracles import Oracle
 from tests.harness.registry import Registry
 
@@ -82,6 +83,7 @@ CORPUS_NAMES = [
     "foreign_layer_404",
     "buildx_attestations",
     "referrer_with_subject",
+    "malformed_content_digest",
 ]
 
 # (oracle, case) -> the runtime's own words when it refuses, as recorded from the real pulls ("A … B": A,
@@ -103,6 +105,7 @@ _ENCRYPTED_CONTAINERD = (
 )
 _GZIP_AS_TAR = "failed to extract layer … mount callback failed … unexpected EOF"
 _WRONG_DIFF_ID = "wrong diff id calculated on extraction"
+_BAD_HEADER = '"sha256:not-a-digest" in header not a valid digest'
 REFUSALS: dict[tuple[str, str], str] = {
     ("cri-o", "index_missing_platform"): _NO_PLATFORM_CRIO,
     ("cri-o", "index_386_only"): _NO_PLATFORM_CRIO,
@@ -168,6 +171,7 @@ REFUSALS: dict[tuple[str, str], str] = {
     ("containerd-1.6", "size_lie_child"): "failed to read expected number of bytes: unexpected EOF",
     ("containerd-1.6", "size_lie_config"): "failed to read expected number of bytes: unexpected EOF",
     ("containerd-1.6", "size_lie_layer"): "failed size validation",
+    ("containerd-1.6", "malformed_content_digest"): _BAD_HEADER,
     ("containerd-2.1", "schema1_signed"): "schema 1 image manifests are no longer supported",
     ("containerd-2.1", "index_missing_platform"): _NO_PLATFORM_21,
     ("containerd-2.1", "index_386_only"): "get image config descriptor: content digest … not found",
@@ -198,6 +202,7 @@ REFUSALS: dict[tuple[str, str], str] = {
     ("containerd-2.1", "size_lie_child"): "short read: expected … unexpected EOF",
     ("containerd-2.1", "size_lie_config"): "short read: expected … unexpected EOF",
     ("containerd-2.1", "size_lie_layer"): "failed size validation",
+    ("containerd-2.1", "malformed_content_digest"): _BAD_HEADER,
 }
 
 
@@ -269,10 +274,13 @@ def _all_pairs() -> list[Any]:
     ]
 
 
-def _check(runtime: str, registry: Registry, refs: list[str]) -> dict[str, Any]:
+def _check(runtime: str, hosts: list[str], refs: list[str]) -> dict[str, Any]:
     """Run `pullcheck check` as the DESIGN.md contract says; returns image -> result."""
     command = [sys.executable, "-m", "webhook", "check", "--output", "json", "--runtime", runtime]
-    command += ["--platform", PLATFORM, "--insecure-registry", registry.host, *refs]
+    command += ["--platform", PLATFORM]
+    for host in hosts:
+        command += ["--insecure-registry", host]
+    command += refs
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPOSITORY_ROOT)
     assert done.returncode in (0, 1), f"pullcheck check exited {done.returncode}: {done.stderr}"
     document = json.loads(done.stdout)
@@ -285,13 +293,16 @@ def _check(runtime: str, registry: Registry, refs: list[str]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def verdicts(registry: Registry, corpus: dict[str, CorpusImage]) -> Callable[[str, str], dict[str, Any]]:
+def verdicts(
+    registry: Registry, corpus_front: HostileServer, corpus: dict[str, CorpusImage]
+) -> Callable[[str, str], dict[str, Any]]:
     """(runtime, corpus name) -> pullcheck's result; one `check` run over the whole corpus per runtime."""
     by_runtime: dict[str, dict[str, Any]] = {}
+    hosts = [registry.host, corpus_front.host]
 
     def verdict(runtime: str, name: str) -> dict[str, Any]:
         if runtime not in by_runtime:
-            by_runtime[runtime] = _check(runtime, registry, [image.ref for image in corpus.values()])
+            by_runtime[runtime] = _check(runtime, hosts, [image.ref for image in corpus.values()])
         result: dict[str, Any] = by_runtime[runtime][corpus[name].ref]
         return result
 

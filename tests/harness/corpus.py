@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from tests.harness.hostile import Handler, HostileServer, document, status
 from tests.harness.images import (
     Blob,
     Layer,
@@ -73,8 +74,10 @@ class _Builder:
         return repository.removeprefix("corpus/")
 
 
-def build_corpus(pusher: Pusher) -> dict[str, CorpusImage]:
-    """Push every corpus image; returns name -> CorpusImage."""
+def build_corpus(pusher: Pusher, front: HostileServer | None = None) -> dict[str, CorpusImage]:
+    """Push every corpus image; returns name -> CorpusImage. `front` serves the cases that need a
+    registry to lie (no real registry sends a malformed Docker-Content-Digest); without one they are
+    left out."""
     p = pusher
     b = _Builder(p)
 
@@ -255,6 +258,8 @@ def build_corpus(pusher: Pusher) -> dict[str, CorpusImage]:
         index_without_platforms,
     )
     _add_verified_shapes(p, b)
+    if front is not None:
+        _add_lying_front(p, b, front)
     return b.images
 
 
@@ -486,3 +491,21 @@ def _add_verified_shapes(p: Pusher, b: _Builder) -> None:
         )
 
     b.add("referrer_with_subject", "OCI 1.1 artifact (SBOM) with a subject, pulled by its tag", referrer)
+
+
+def _add_lying_front(p: Pusher, b: _Builder, front: HostileServer) -> None:
+    """An image behind `front`: its manifest answers carry a malformed Docker-Content-Digest; blobs are
+    redirected to the real registry, where the image was pushed."""
+    name = "malformed_content_digest"
+    repository = f"corpus/{name}"
+    digest = p.push_image(repository, name, [make_layer(repository)])
+    body = p.http.get(f"/v2/{repository}/manifests/{digest}", headers={"Accept": mt.OCI_MANIFEST}).content
+
+    def to_registry(handler: Handler) -> None:
+        handler.reply(307, headers=[("Location", p.url + handler.path)])
+
+    front.route("/v2/", status(200, [("Content-Type", "application/json")], b"{}"))
+    front.route(f"/v2/{repository}/manifests/", document(body, digest="sha256:not-a-digest"))
+    front.route(f"/v2/{repository}/blobs/", to_registry)
+    what = "manifest answers carry Docker-Content-Digest: sha256:not-a-digest (a lying front)"
+    b.images[name] = CorpusImage(f"{front.host}/{repository}:{name}", what)

@@ -210,7 +210,7 @@ class ContainerdCRI(Oracle):
         self,
         directory: Path,
         *,
-        registry_host: str,
+        registry_hosts: list[str],
         sandbox_image: str,
         crictl: Path,
         containerd: str = "containerd",
@@ -218,7 +218,7 @@ class ContainerdCRI(Oracle):
     ) -> None:
         super().__init__()
         self.directory = directory
-        self.registry_host = registry_host
+        self.registry_hosts = registry_hosts
         self.sandbox_image = sandbox_image
         self.crictl = crictl
         self.containerd = containerd
@@ -305,14 +305,13 @@ class ContainerdCRI(Oracle):
         )
 
     def _hosts_toml(self) -> None:
-        """certs.d/HOST/hosts.toml: the test registry speaks plain http, as a node's mirror config says."""
-        host_dir = self.directory / "certs.d" / self.registry_host
-        host_dir.mkdir(parents=True, exist_ok=True)
-        (host_dir / "hosts.toml").write_text(
-            f'server = "http://{self.registry_host}"\n\n'
-            f'[host."http://{self.registry_host}"]\n'
-            '  capabilities = ["pull", "resolve"]\n'
-        )
+        """certs.d/HOST/hosts.toml: the test registries speak plain http, as a node's host config says."""
+        for host in self.registry_hosts:
+            host_dir = self.directory / "certs.d" / host
+            host_dir.mkdir(parents=True, exist_ok=True)
+            (host_dir / "hosts.toml").write_text(
+                f'server = "http://{host}"\n\n[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n'
+            )
 
     def _crictl(self, *args: str, timeout: float = PULL_TIMEOUT_SECONDS) -> subprocess.CompletedProcess[str]:
         endpoint = f"unix://{self.socket}"
