@@ -30,6 +30,7 @@ from webhook.deadline import Deadline
 from webhook.digests import digest_of
 from webhook.findings import DENY, WARN, Finding, ImageResult
 from webhook.kube.policyreport import report_bodies
+from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics
 from webhook.policy import Policy
 from webhook.resolve import Checker
@@ -172,7 +173,28 @@ def test_registry_chosen_text_is_escaped_in_every_answer_and_log_line(
         assert len(response["warnings"]) >= 4
     assert not raw_characters(response) and not raw_characters(judged)
     [record] = [r for r in caplog.records if r.name == "pullcheck.admission"]
-    assert not raw_characters(record.fields)  # type: ignore[attr-defined]
+    line = JsonFormatter().format(record)
+    assert (
+        not raw_characters(line) and f"{server.host}/pod{printable(HOSTILE)}:1" in json.loads(line)["images"]
+    )
+
+
+@pytest.mark.parametrize("text", [HOSTILE, "a\x7fb", "a\u202eb", "é\x9b", "a\x1bb", "a\\x1b"])
+def test_a_log_line_escapes_its_message_fields_and_error(text: str) -> None:
+    """orjson writes DEL, C1 controls and bidi overrides as they are: the formatter escapes every string."""
+    try:
+        raise KeyError(text)
+    except KeyError as error:
+        record = logging.LogRecord("pullcheck.x", logging.ERROR, __file__, 1, "judging %s", (text,), None)
+        record.exc_info = (KeyError, error, None)
+    record.fields = {"images": [text], text: {"nested": text}}  # type: ignore[attr-defined]
+    line = JsonFormatter().format(record)
+    assert not raw_characters(line)
+    entry = json.loads(line)
+    assert not raw_characters(entry) and entry["images"] == [printable(text)]
+    assert entry["message"] == f"judging {printable(text)}" and entry[printable(text)] == {
+        "nested": printable(text)
+    }
 
 
 def test_registry_chosen_text_is_escaped_in_the_check_table(

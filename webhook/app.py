@@ -31,7 +31,6 @@ from webhook.policy import Policy
 from webhook.policyfile import PolicyFile
 from webhook.reference import redacted
 from webhook.runtimes import Target
-from webhook.text import printable
 
 log = logging.getLogger("pullcheck.admission")
 
@@ -237,11 +236,6 @@ def _text(status: int, reason: str) -> Response:
     return Response(reason + "\n", status=status, mimetype="text/plain")
 
 
-def _shown(image: str) -> str:
-    """An image of the request as the log shows it: password masked, control characters escaped."""
-    return printable(redacted(image))
-
-
 def _log_admission(outcome: Outcome, seconds: float) -> None:
     req = outcome.request
     fields = {
@@ -253,9 +247,9 @@ def _log_admission(outcome: Outcome, seconds: float) -> None:
         "dryRun": req.dry_run,
         "mode": outcome.mode,
         "allowed": outcome.decision.allowed,
-        "images": [_shown(image) for image in req.distinct_images],
-        "verdicts": {printable(image): verdict for image, verdict in outcome.decision.verdicts.items()},
-        "exempt": [_shown(image) for image in outcome.exempt],
+        "images": [redacted(image) for image in req.distinct_images],  # the formatter escapes them
+        "verdicts": dict(outcome.decision.verdicts),
+        "exempt": [redacted(image) for image in outcome.exempt],
         "targets": list(outcome.targets),
         "durationMs": round(seconds * 1000, 2),
     }

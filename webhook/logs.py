@@ -1,4 +1,5 @@
-"""JSON logs: one object per line, with the record's structured fields beside the message."""
+"""JSON logs: one object per line, with the record's structured fields beside the message; every string
+in it escaped (`webhook.text.printable`), whatever a registry or a Pod spec put there."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 from typing import Any
 
 import orjson
+
+from webhook.text import printable
 
 # Structured fields travel in `extra={"fields": {...}}`.
 FIELDS = "fields"
@@ -29,7 +32,25 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             entry["error"] = f"{type(error).__name__}: {error}"
-        return dumps(entry).decode()
+        data = dumps(entry)
+        line = data.decode()
+        # Without a backslash no string held a C0 control (orjson would have escaped it); without DEL an
+        # ASCII line holds nothing else unprintable: then escaping would change nothing, so skip the walk.
+        if b"\\" not in data and b"\x7f" not in data and (data.isascii() or line.isprintable()):
+            return line
+        return dumps(_escaped(entry)).decode()
+
+
+def _escaped(value: Any) -> Any:
+    """Every string escaped with `printable`, keys and nested ones too: orjson writes DEL, C1 controls
+    and bidi overrides raw, and a log line is read on a terminal."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_escaped(key): _escaped(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(item) for item in value]
+    return value
 
 
 def dumps(value: Any) -> bytes:
