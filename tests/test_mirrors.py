@@ -23,6 +23,8 @@ from tests.harness import registry as registries
 from tests.harness.images import make_layer
 from tests.harness.oracles import PULL_TIMEOUT_SECONDS, ContainerdCRI
 from tests.harness.registry import Registry, free_port
+from tests.test_app import answer, review
+from webhook.app import Settings, create_app
 from webhook.cli import main
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
@@ -344,3 +346,22 @@ def test_crio_short_names_resolve_through_the_search_list(
     [refused] = check(policy, CRIO, "mirrored/fresh:v1", capsys=capsys)
     assert refused["verdict"] == "deny"
     assert "ambiguous" in refused["findings"][0]["message"]
+
+
+def test_the_webhook_in_enforce_mode_denies_schema1_behind_a_mirror(
+    tmp_path: Path, images: Images, registry: Registry
+) -> None:
+    """The issue's webhook half: the network guard lets the mirror through on its entry's allowance, the
+    schema 1 image it serves is refused, and requests are counted under the mirror's name."""
+    down = dead_host()
+    entry = {"host": down, "mirror": registry.host, "insecure": True, "allowPrivateNetwork": True}
+    policy = write_policy(tmp_path / "p.yaml", registries=[entry], mode="enforce")
+    client = create_app(Settings(policy_file=str(policy))).test_client()
+    legacy = images.schema1.replace(images.schema1.split("/")[0], down)
+    healthy = images.healthy.replace(images.healthy.split("/")[0], down)
+    refused = answer(client, review(legacy))
+    assert refused["allowed"] is False
+    assert "SCHEMA1" in refused["status"]["message"]
+    assert answer(client, review(healthy))["allowed"] is True
+    text = client.get("/metrics").get_data(as_text=True)
+    assert f'pullcheck_registry_requests_total{{host="{registry.host}",method="HEAD",status="200"}}' in text

@@ -347,7 +347,12 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         "fail or resolve elsewhere.",
         runtimes=(
             ("containerd", "normalises to docker.io (info)"),
-            ("CRI-O", "resolves through `unqualified-search-registries` and the short-name mode (warn)"),
+            (
+                "CRI-O",
+                "resolves through `unqualified-search-registries` and the short-name mode (warn); with the "
+                "node's `registries.conf` in the policy (`nodeConfig`), pullcheck resolves it the same way "
+                "(info naming the registry chosen, deny when CRI-O would refuse it)",
+            ),
         ),
         errors=(
             'short-name "nginx" did not resolve to an alias and no unqualified-search registries are '
@@ -400,10 +405,21 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         title="The registry is not allowed",
         meaning="The registry address is refused by pullcheck's network guard (loopback, private, "
         "link-local or metadata addresses in the webhook) or by the policy's registry list. "
-        + _RESOLUTION_SEVERITY,
-        runtimes=(("every runtime", "is not affected: this is pullcheck's own rule"),),
-        errors=(),
-        fixes=("allow the registry: `registries: [{host: HOST, allowPrivateNetwork: true}]` in the policy",),
+        + _RESOLUTION_SEVERITY
+        + " When the node's own `registries.conf` (the policy's `nodeConfig`) blocks the registry, the "
+        'finding says "blocked by the node\'s registries.conf" and is a deny on CRI-O targets.',
+        runtimes=(
+            ("every runtime", "is not affected by the network guard: this is pullcheck's own rule"),
+            ("CRI-O", "refuses every image of a registry its `registries.conf` marks `blocked = true`"),
+        ),
+        errors=(
+            "registry 127.0.0.1:5000 is blocked in /etc/containers/registries.conf or "
+            "/etc/containers/registries.conf.d",
+        ),
+        fixes=(
+            "allow the registry: `registries: [{host: HOST, allowPrivateNetwork: true}]` in the policy",
+            "or use a registry the nodes allow (see docs/mirrors.md)",
+        ),
     ),
     "DIGEST_DRIFT": Explanation(
         title="Running Pods use another digest than the tag names now",
