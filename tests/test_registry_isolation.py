@@ -251,3 +251,21 @@ def _ignore_errors(call: Any, *args: Any) -> None:
         call(*args)
     except httpx.HTTPError:
         pass
+
+
+def test_an_admission_is_answered_by_its_deadline_whatever_its_size(server: HostileServer) -> None:
+    # Sixteen images of 2,000 layers each, every layer HEAD stalling: the answer comes once, at the
+    # deadline plus one margin, not a grace per image one after another (that was 16 x 0.5 s more).
+    for n in range(16):
+        server.route(f"/v2/wide/app{n}/manifests/", hostile.document(_wide_manifest(2000)))
+        server.route(f"/v2/wide/app{n}/blobs/", hostile.headers_late(30))
+    checker = _checker(server.host)
+    started = time.monotonic()
+    try:
+        results = _check(checker, [f"{server.host}/wide/app{n}:v1" for n in range(16)], 1.0)
+        answered = time.monotonic() - started
+    finally:
+        server.closing.set()
+        checker.close()
+    assert all(_codes(r) == {"REGISTRY_UNREACHABLE"} for r in results)
+    assert answered < 1.0 + 2.0  # a generous bound: the old per-image grace needed 9 s

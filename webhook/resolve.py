@@ -14,9 +14,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
@@ -52,6 +52,12 @@ from webhook.rules import MAX_INDEX_DEPTH, judge
 from webhook.runtimes import Target
 
 T = TypeVar("T")
+
+# What an admission may take past its deadline, whatever its number of images, layers or index entries:
+# every wait ends at the deadline, this is for judging what came and answering.
+ANSWER_MARGIN = 0.5
+
+Task = tuple[str, Callable[[Resolution], None]]  # a fetch for one digest, recording into a resolution
 log = logging.getLogger(__name__)
 
 
@@ -160,14 +166,22 @@ class _SingleFlight:
         self._lock = threading.Lock()
         self._running: dict[Hashable, Future[object]] = {}
 
-    def run(self, key: Hashable, work: Callable[[], T]) -> T:
+    def run(self, key: Hashable, work: Callable[[], T], deadline: Deadline) -> T:
+        """`work()`, or the answer of the caller already running it (waited for until `deadline`)."""
         with self._lock:
             running = self._running.get(key)
             leader = running is None
             if running is None:
                 running = self._running[key] = Future()
         if not leader:
-            return running.result()  # type: ignore[return-value]
+            # The leader's deadline may be later than ours (another admission): wait for ours only.
+            try:
+                return running.result(timeout=deadline.remaining())  # type: ignore[return-value]
+            except FutureTimeout:
+                raise DeadlineExceeded(
+                    f"a lookup shared with another admission did not finish within the {deadline.seconds:g}s"
+                    " deadline"
+                ) from None
         try:
             value = work()
         except BaseException as exc:
@@ -260,18 +274,17 @@ class Checker:
         futures = {
             image: pool.submit(self._check_one, image, targets, policy, keyring, deadline) for image in images
         }
-        results: dict[str, ImageResult] = {}
-        for image, future in futures.items():
-            try:
-                results[image] = future.result(timeout=deadline.remaining() + 0.5)
-            except FutureTimeout:
-                problem = Problem(
-                    "REGISTRY_UNREACHABLE", f"no answer within the {deadline.seconds:g}s deadline"
-                )
-                unanswered = _Routed(tuple(targets), Resolution(image, error=problem))
-                results[image] = self._result(image, None, [unanswered], policy)
+        # One wait for all of them: the answer never comes later than the deadline plus one margin.
+        done, _ = wait(futures.values(), timeout=deadline.remaining() + ANSWER_MARGIN)
         # Threads still reading end by themselves: every read they make is bounded by the deadline.
         pool.shutdown(wait=False, cancel_futures=True)
+        results: dict[str, ImageResult] = {}
+        for image, future in futures.items():
+            if future in done:
+                results[image] = future.result()
+            else:
+                unanswered = _Routed(tuple(targets), Resolution(image, error=_late(deadline)))
+                results[image] = self._result(image, None, [unanswered], policy)
         return results
 
     def _check_one(
@@ -412,7 +425,10 @@ class Checker:
                 d for i in indexes if i.structure == INDEX for d in self._fetched_children(i, targets)
             ]
             children = [d for d in dict.fromkeys(children) if d not in resolution.manifests]
-            self._fetch_all(children, lambda d: self._child(ref, d, keyring, deadline, resolution, route))
+            tasks: list[Task] = [
+                (d, partial(self._child, ref, d, keyring, deadline, route=route)) for d in children
+            ]
+            self._fetch_all(tasks, resolution, deadline)
             indexes = [resolution.manifests[d] for d in children if d in resolution.manifests]
             manifests += indexes
         self._fetch_contents(ref, manifests, keyring, deadline, resolution, route)
@@ -467,7 +483,7 @@ class Checker:
                     self._tags.put(key, Problem(exc.code, str(exc)), self.negative_ttl)
                 raise
 
-        digest, document, malformed, endpoint = self._flight.run(("tag", key), lookup)
+        digest, document, malformed, endpoint = self._flight.run(("tag", key), lookup, deadline)
         if ref.digest is not None and digest != ref.digest:
             raise _error_for(Problem("DIGEST_MISMATCH", f"the registry announced {digest} for {ref}"))
         resolution.malformed_digest_header = malformed
@@ -511,6 +527,7 @@ class Checker:
             "document",
             (ref.registry, ref.repository, digest),
             lambda: self.registry.get_manifest(ref, digest, keyring, deadline, digest, route),
+            deadline,
         )
 
     def _config(
@@ -521,6 +538,7 @@ class Checker:
             "document",
             (ref.registry, ref.repository, digest),
             lambda: self.registry.get_blob(ref, digest, keyring, deadline, route),
+            deadline,
         )
 
     def _blob_size(
@@ -537,6 +555,7 @@ class Checker:
             "blob",
             (ref.registry, ref.repository, digest, route),  # a mirror may lack what the registry has
             stat,
+            deadline,
             ttl=lambda size: self.negative_ttl if size == _ABSENT else None,
         )
         return None if size == _ABSENT else size
@@ -549,6 +568,7 @@ class Checker:
             "head",
             (ref.registry, ref.repository, digest),
             lambda: self.registry.read_blob_head(ref, digest, LAYER_HEAD, keyring, deadline, route),
+            deadline,
         )
 
     def _cached(
@@ -557,6 +577,7 @@ class Checker:
         name: str,
         key: Hashable,
         fetch: Callable[[], T],
+        deadline: Deadline,
         ttl: Callable[[T], float | None] = lambda _: None,
     ) -> T:
         """The cached value, else one fetch shared by every concurrent caller, then cached."""
@@ -570,7 +591,7 @@ class Checker:
             cache.put(key, value, ttl(value))
             return value
 
-        return self._flight.run((name, key), fetch_and_keep)
+        return self._flight.run((name, key), fetch_and_keep, deadline)
 
     def _fetched_children(self, index: Document, targets: Sequence[Target]) -> list[str]:
         """The child digests that the targets' runtimes would fetch from this index."""
@@ -588,6 +609,7 @@ class Checker:
         keyring: Keyring,
         deadline: Deadline,
         resolution: Resolution,
+        *,
         route: Route | None,
     ) -> None:
         try:
@@ -624,52 +646,76 @@ class Checker:
                     if needs_sniffing(media_type):
                         sniffed.append(layer["digest"])
 
-        def config_task(digest: str) -> None:
+        def config_task(digest: str, into: Resolution) -> None:
             try:
-                resolution.configs[digest] = self._config(ref, digest, keyring, deadline, route)
+                into.configs[digest] = self._config(ref, digest, keyring, deadline, route)
             except NotFound:
-                resolution.missing.add(digest)
+                into.missing.add(digest)
             except RegistryError as exc:
-                resolution.failures[digest] = Problem(exc.code, str(exc))
+                into.failures[digest] = Problem(exc.code, str(exc))
 
-        def blob_task(digest: str) -> None:
+        def blob_task(digest: str, into: Resolution) -> None:
             try:
                 size = self._blob_size(ref, digest, keyring, deadline, route)
                 if size is None:
-                    resolution.missing.add(digest)
+                    into.missing.add(digest)
                     return
-                resolution.present.add(digest)
+                into.present.add(digest)
                 if size != _NO_SIZE:
-                    resolution.sizes[digest] = size
+                    into.sizes[digest] = size
             except RegistryError as exc:
-                resolution.failures[digest] = Problem(exc.code, str(exc))
+                into.failures[digest] = Problem(exc.code, str(exc))
 
-        def head_task(digest: str) -> None:
+        def head_task(digest: str, into: Resolution) -> None:
             try:
-                resolution.heads[digest] = self._layer_head(ref, digest, keyring, deadline, route)
+                into.heads[digest] = self._layer_head(ref, digest, keyring, deadline, route)
             except RegistryError:
                 pass  # the layer's presence check reports what is wrong with it
 
-        tasks: list[Callable[[], None]] = [partial(config_task, d) for d in dict.fromkeys(configs)]
-        tasks += [partial(blob_task, d) for d in dict.fromkeys(blobs)]
-        tasks += [partial(head_task, d) for d in dict.fromkeys(sniffed)]
-        self._fetch_all(tasks, lambda task: task())
+        tasks: list[Task] = [(d, partial(config_task, d)) for d in dict.fromkeys(configs)]
+        tasks += [(d, partial(blob_task, d)) for d in dict.fromkeys(blobs)]
+        tasks += [(d, partial(head_task, d)) for d in dict.fromkeys(sniffed)]
+        self._fetch_all(tasks, resolution, deadline)
 
-    def _fetch_all(self, items: Sequence[T], work: Callable[[T], None]) -> None:
-        """Run `work` over items, concurrently (inline for one), and wait for all of them."""
-        if len(items) <= 1:
-            for item in items:
-                work(item)
+    def _fetch_all(self, tasks: Sequence[Task], resolution: Resolution, deadline: Deadline) -> None:
+        """Run the tasks concurrently (inline for one) until the deadline.
+
+        Each task records into a resolution of its own, merged into `resolution` by this thread: a task
+        still running at the deadline is abandoned (its reads end by the deadline, its connection goes
+        back), its digest reported late, and nothing it does afterwards reaches `resolution`."""
+        if len(tasks) <= 1:
+            for _, task in tasks:
+                task(resolution)
             return
-        with ThreadPoolExecutor(
-            max_workers=min(len(items), self.workers), thread_name_prefix="pullcheck-fetch"
-        ) as pool:
-            for future in [pool.submit(work, item) for item in items]:
-                future.result()
+        parts = [Resolution(resolution.image) for _ in tasks]
+        pool = ThreadPoolExecutor(
+            max_workers=min(len(tasks), self.workers), thread_name_prefix="pullcheck-fetch"
+        )
+        futures = [pool.submit(task, part) for (_, task), part in zip(tasks, parts, strict=True)]
+        done, _ = wait(futures, timeout=deadline.remaining())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for (digest, _), part, future in zip(tasks, parts, futures, strict=True):
+            if future in done:
+                future.result()  # a surprise in a task is the image's, as if it ran inline
+                _merge(resolution, part)
+            else:
+                resolution.failures.setdefault(digest, _late(deadline))
 
     def _count(self, cache: str, hit: bool) -> None:
         if self._on_cache is not None:
             self._on_cache(cache, hit)
+
+
+def _late(deadline: Deadline) -> Problem:
+    return Problem("REGISTRY_UNREACHABLE", f"no answer within the {deadline.seconds:g}s deadline")
+
+
+def _merge(into: Resolution, part: Resolution) -> None:
+    """What one task recorded (its maps and sets of digests) into the image's resolution."""
+    for item in fields(part):
+        value = getattr(part, item.name)
+        if isinstance(value, dict | set):
+            getattr(into, item.name).update(value)
 
 
 def _result_key(image: str, targets: Sequence[Target], policy: Policy, keyring: Keyring) -> Hashable:
