@@ -9,7 +9,7 @@ import pytest
 
 from webhook.errors import ConfigError
 from webhook.findings import Finding
-from webhook.policy import MirrorOptions, Policy, RegistryOptions
+from webhook.policy import MIB, CacheLimits, MirrorOptions, Policy, RegistryOptions
 from webhook.policyfile import PolicyFile, load_policy
 
 
@@ -183,3 +183,25 @@ def test_local_image_pull_on_targets_and_for_the_nodes() -> None:
     assert [t.local_pull for t in policy.targets] == [True, False]
     with pytest.raises(ConfigError, match=r"targets\[0\].localImagePull: must be true or false"):
         Policy.from_mapping({"targets": [{"runtime": "containerd://2.1.0", "localImagePull": "yes"}]})
+
+
+def test_cache_bounds_and_connections_per_registry() -> None:
+    default = Policy.from_mapping({})
+    assert default.caches == CacheLimits() and default.connections_per_registry == 32
+    assert sum(vars(default.caches).values()) < 256 * MIB  # half the chart's memory limit at most
+    policy = Policy.from_mapping(
+        {"caches": {"documentsMiB": 48, "tokensMiB": 0.5}, "connectionsPerRegistry": 8}
+    )
+    assert policy.caches == CacheLimits(documents=48 * MIB, tokens=MIB // 2)
+    assert policy.connections_per_registry == 8
+    with pytest.raises(ConfigError) as error:
+        Policy.from_mapping(
+            {"caches": {"documentsMiB": 0, "blobs": 1, "tokensMiB": True}, "connectionsPerRegistry": 2.5}
+        )
+    for part in (
+        "caches.documentsMiB: must be a number of MiB above 0 and at most 65536",
+        "caches.blobs: unknown key",
+        "caches.tokensMiB: must be a number",
+        "connectionsPerRegistry: must be a whole number from 1 to 1024",
+    ):
+        assert part in str(error.value)

@@ -17,11 +17,13 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
+from webhook import cache
 from webhook import mediatypes as mt
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.digests import digest_of
-from webhook.errors import BlockedRegistry, RegistryUnreachable, Unauthorized
+from webhook.errors import BlockedRegistry, RegistryError, RegistryUnreachable, Unauthorized
+from webhook.findings import RESOLUTION_CODES
 from webhook.policy import RegistryOptions
 from webhook.reference import parse
 from webhook.registry import RegistryClient, RequestEvent, auth
@@ -73,10 +75,12 @@ class FakeTokenRegistry:
         expires_in: int | None = 300,
         token_field: str = "token",
         token_status: int = 200,
+        padding: int = 0,
     ) -> None:
         self.realm = httpx.URL(realm)
         self.readers, self.anonymous_reads = readers, anonymous_reads
         self.expires_in, self.token_field, self.token_status = expires_in, token_field, token_status
+        self.padding = padding  # characters added to each token
         self.tokens: dict[str, str | None] = {}  # token -> user it was issued to (None: anonymous)
         self.token_requests: list[httpx.Request] = []
         self.registry_requests: list[httpx.Request] = []
@@ -111,7 +115,7 @@ class FakeTokenRegistry:
             user = "alice" if form.get("refresh_token") == ["alice-refresh"] else "!refused"
         if user == "!refused":
             return httpx.Response(401)
-        token = f"token-{next(self._serial)}"
+        token = f"token-{next(self._serial)}" + "x" * self.padding
         self.tokens[token] = user
         answer: dict[str, object] = {self.token_field: token}
         if self.expires_in is not None:
@@ -133,7 +137,7 @@ def _get(client: RegistryClient, keyring: Keyring, ref: object = REF) -> None:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     now = [1000.0]
-    monkeypatch.setattr(auth, "monotonic", lambda: now[0])
+    monkeypatch.setattr(cache, "monotonic", lambda: now[0])
     yield now
 
 
@@ -336,6 +340,38 @@ def test_token_expiry(clock: list[float]) -> None:
     clock[0] += 15  # past 90% of the lifetime
     _get(client, _keyring("alice"))
     assert len(fake.token_requests) == 2
+
+
+def test_a_token_is_kept_ten_minutes_at_most(clock: list[float]) -> None:
+    fake = FakeTokenRegistry(expires_in=10**9)
+    client = _client(fake)
+    _get(client, _keyring("alice"))
+    clock[0] += 541  # past 90% of ten minutes
+    _get(client, _keyring("alice"))
+    assert len(fake.token_requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("padding", "message"),
+    [
+        (2 * 1024 * 1024, "the token answer is .*over the 65536-byte limit"),
+        (20 * 1024, "without a token"),  # fits the answer, too long for a header line
+    ],
+)
+def test_an_oversized_token_is_registry_trouble_not_the_image(padding: int, message: str) -> None:
+    fake = FakeTokenRegistry(padding=padding)
+    with pytest.raises(RegistryError, match=message) as raised:
+        _get(_client(fake), _keyring("alice"))
+    assert raised.value.code in RESOLUTION_CODES  # onResolutionError decides, not MANIFEST_TOO_LARGE
+
+
+def test_tokens_of_many_repositories_stay_within_the_cache_bound() -> None:
+    fake = FakeTokenRegistry(padding=15 * 1024, anonymous_reads=True)
+    client = _client(fake, token_cache_bytes=256 * 1024)
+    for n in range(64):  # a token per repository: 64 x 15 KiB, four times the bound
+        _get(client, Keyring.empty(), parse(f"registry.example.com/team/app{n}:v1"))
+    assert client._tokens._tokens.bytes <= 256 * 1024
+    assert len(client._tokens._tokens) < 20
 
 
 def test_missing_expires_in_means_sixty_seconds(clock: list[float]) -> None:

@@ -74,7 +74,7 @@ class Settings:
 
 
 class CheckerPerRegistries:
-    """The checker for the current policy's registry options; rebuilt when they change.
+    """The checker for the current policy's registry, cache and connection settings; rebuilt when they change.
 
     The previous checker is closed only at the next change, so admissions still using it finish."""
 
@@ -86,15 +86,21 @@ class CheckerPerRegistries:
 
     def __call__(self, policy: Policy) -> ImageChecker:
         current = self._current
-        if current is not None and current[0] == policy.registries:
+        settings = _client_settings(policy)
+        if current is not None and current[0] == settings:
             return current[1]
         with self._lock:
-            if self._current is None or self._current[0] != policy.registries:
+            if self._current is None or self._current[0] != settings:
                 if self._retired is not None:
                     _close(self._retired)
                 self._retired = self._current[1] if self._current else None
-                self._current = (policy.registries, self._build(policy))
+                self._current = (settings, self._build(policy))
             return self._current[1]
+
+
+def _client_settings(policy: Policy) -> tuple[Any, ...]:
+    """What a checker is built from: a change of any of these builds a new one."""
+    return (policy.registries, policy.caches, policy.connections_per_registry)
 
 
 def _close(checker: object) -> None:
@@ -367,7 +373,8 @@ def create_app(settings: Settings) -> Flask:
         from webhook import audit, kube
 
         api = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
-        pull_secrets = kube.PullSecrets(api)
+        # The cache bound as the policy says at start (a pull-secret cache is not rebuilt on a change).
+        pull_secrets = kube.PullSecrets(api, max_bytes=policy_file.current().caches.pull_secrets)
         view = kube.NodeView(api) if settings.watch_nodes else None
         if view is not None:
             view.start()

@@ -23,6 +23,24 @@ from webhook.runtimes import Target, default_targets, parse_target
 MODES = ("enforce", "warn", "audit")
 RESOLUTION_OUTCOMES = ("allow", "warn", "deny")
 DEFAULT_RESOLUTION_TIMEOUT = 8.0  # seconds; below the webhook's default 10 s timeoutSeconds
+DEFAULT_CONNECTIONS_PER_REGISTRY = 32
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CacheLimits:
+    """Bytes each cache of one worker process may hold (the policy's `caches`, given in MiB).
+
+    The defaults, 124 MiB together, leave room under the chart's 512 MiB memory limit for a worker's own
+    ~80 MiB and the documents being read at any moment."""
+
+    documents: int = 96 * MIB  # manifests, indexes and configs, weighed parsed
+    answers: int = 16 * MIB  # tag answers, layer presence and whole image answers
+    tokens: int = 4 * MIB  # registry bearer tokens (and the challenges that asked for them)
+    pull_secrets: int = 8 * MIB  # keyrings of pull secrets and ServiceAccounts' secret names
+
+
+DEFAULT_CACHES = CacheLimits()
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,8 @@ class Policy:
     # transfer service; a Node does not report which.
     local_image_pull: bool = False
     node: NodeConfig = field(default_factory=NodeConfig)  # the nodes' own registry files
+    caches: CacheLimits = DEFAULT_CACHES
+    connections_per_registry: int = DEFAULT_CONNECTIONS_PER_REGISTRY  # in flight per registry origin
 
     @staticmethod
     def from_mapping(data: Any, source: str = "policy") -> Policy:
@@ -152,6 +172,8 @@ _TOP_KEYS = {
     "pinDigests",
     "localImagePull",
     "nodeConfig",
+    "caches",
+    "connectionsPerRegistry",
 }
 _REGISTRY_KEYS = {
     "host",
@@ -166,6 +188,12 @@ _REGISTRY_KEYS = {
 _MIRROR_KEYS = {"host", "insecure", "caFile", "allowPrivateNetwork", "tokenRealmHosts", "capabilities"}
 _NODE_CONFIG_KEYS = {"containerdHostsDir", "crioRegistriesConf"}
 _EXEMPTION_KEYS = {"namespaces", "images", "registries"}
+_CACHE_KEYS = {
+    "documentsMiB": "documents",
+    "answersMiB": "answers",
+    "tokensMiB": "tokens",
+    "pullSecretsMiB": "pull_secrets",
+}
 
 
 class _PolicyReader:
@@ -198,6 +226,8 @@ class _PolicyReader:
             pin_digests=self.boolean(data.get("pinDigests"), "pinDigests"),
             local_image_pull=self.boolean(data.get("localImagePull"), "localImagePull"),
             node=self.node_config(data.get("nodeConfig")),
+            caches=self.caches(data.get("caches")),
+            connections_per_registry=self.connections(data.get("connectionsPerRegistry")),
         )
         if self.errors:
             raise ConfigError(f"{self.source}: " + "; ".join(self.errors))
@@ -253,6 +283,32 @@ class _PolicyReader:
             self.error("auditIntervalSeconds", "must be 0 (no background audit) or at least 60 seconds")
             return 0.0
         return float(value)
+
+    def caches(self, value: Any) -> CacheLimits:
+        if value is None:
+            return DEFAULT_CACHES
+        if not isinstance(value, Mapping):
+            self.error("caches", f"must be a mapping with {', '.join(_CACHE_KEYS)}")
+            return DEFAULT_CACHES
+        limits: dict[str, int] = {}
+        for key in map(str, value):
+            if key not in _CACHE_KEYS:
+                self.error(f"caches.{key}", f"unknown key (expected one of {', '.join(sorted(_CACHE_KEYS))})")
+                continue
+            size = value[key]
+            if isinstance(size, bool) or not isinstance(size, int | float) or not 0 < size <= 65536:
+                self.error(f"caches.{key}", "must be a number of MiB above 0 and at most 65536")
+                continue
+            limits[_CACHE_KEYS[key]] = int(size * MIB)
+        return replace(DEFAULT_CACHES, **limits)
+
+    def connections(self, value: Any) -> int:
+        if value is None:
+            return DEFAULT_CONNECTIONS_PER_REGISTRY
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+            self.error("connectionsPerRegistry", "must be a whole number from 1 to 1024")
+            return DEFAULT_CONNECTIONS_PER_REGISTRY
+        return value
 
     def targets(self, value: Any) -> tuple[Target, ...]:
         if value is None:

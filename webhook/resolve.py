@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, fields, replace
 from functools import partial
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from webhook import errors
+from webhook.cache import Cache, Section
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.documents import (
@@ -44,7 +43,7 @@ from webhook.errors import (
 )
 from webhook.findings import DENY, INFO, Answer, Finding, ImageResult
 from webhook.mediatypes import LAYER_HEAD, is_nondistributable, needs_sniffing
-from webhook.policy import Policy
+from webhook.policy import DEFAULT_CACHES, Policy
 from webhook.profiles import profile_for
 from webhook.reference import ImageReference, parse, redacted
 from webhook.routes import Endpoint, Route, route_for, short_name_candidates
@@ -130,35 +129,6 @@ class RegistrySource(Protocol):
     def close(self) -> None: ...
 
 
-class _Expiring(Generic[T]):
-    """A bounded LRU whose entries may carry an expiry (monotonic seconds)."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[Hashable, tuple[float | None, T]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> T | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            expires, value = item
-            if expires is not None and expires <= time.monotonic():
-                del self._items[key]
-                return None
-            self._items.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: T, ttl: float | None = None) -> None:
-        expires = None if ttl is None else time.monotonic() + ttl
-        with self._lock:
-            self._items[key] = (expires, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
 class _SingleFlight:
     """Concurrent callers of the same key wait for the first caller's answer."""
 
@@ -209,7 +179,8 @@ class Checker:
         registry: RegistrySource,
         *,
         workers: int = 16,
-        cache_size: int = 4096,
+        document_bytes: int = DEFAULT_CACHES.documents,
+        answer_bytes: int = DEFAULT_CACHES.answers,
         tag_ttl: float = 30.0,
         negative_ttl: float = 10.0,
         on_cache: Callable[[str, bool], None] | None = None,
@@ -221,13 +192,16 @@ class Checker:
         # Threads per call, not one shared pool: an admission full of images from a registry that hangs
         # must not leave another admission waiting for threads until its own deadline.
         self.workers = workers
-        self._documents: _Expiring[Document] = _Expiring(cache_size)  # by registry, repository, digest
-        self._blobs: _Expiring[int] = _Expiring(cache_size * 8)  # layer sizes (see _blob_size)
-        self._heads: _Expiring[bytes] = _Expiring(cache_size)  # first bytes of layers sniffed
-        self._tags: _Expiring[tuple[str, Endpoint | None] | Problem] = _Expiring(
-            cache_size
-        )  # tag/digest -> digest, per keyring
-        self._results: _Expiring[ImageResult] = _Expiring(cache_size)  # whole answers, per keyring
+        # Documents by registry, repository and digest, weighed parsed (a 4 MB manifest of small
+        # descriptors holds several times its size); answers share one budget.
+        self._documents: Cache[Hashable, Document] = Cache(document_bytes)
+        answers: Cache[tuple[str, Hashable], Any] = Cache(answer_bytes)
+        self._blobs: Section[Hashable, int] = Section(answers, "blob")  # layer sizes (see _blob_size)
+        self._heads: Section[Hashable, bytes] = Section(answers, "head")  # first bytes of layers sniffed
+        self._tags: Section[Hashable, tuple[str, Endpoint | None] | Problem] = Section(
+            answers, "tag"
+        )  # per keyring
+        self._results: Section[Hashable, ImageResult] = Section(answers, "result")  # per keyring
         self._flight = _SingleFlight()
 
     def close(self) -> None:
@@ -573,7 +547,7 @@ class Checker:
 
     def _cached(
         self,
-        cache: _Expiring[T],
+        cache: Cache[Hashable, T] | Section[Hashable, T],
         name: str,
         key: Hashable,
         fetch: Callable[[], T],

@@ -41,5 +41,16 @@ def make_checker(
     on_request: Callable[[RequestEvent], None] | None = None,
     on_cache: Callable[[str, bool], None] | None = None,
 ) -> Checker:
-    client = RegistryClient(policy.registries, network_guard=network_guard, on_request=on_request)
-    return Checker(client, on_cache=on_cache)
+    client = RegistryClient(
+        policy.registries,
+        network_guard=network_guard,
+        on_request=on_request,
+        connections_per_origin=policy.connections_per_registry,
+        token_cache_bytes=policy.caches.tokens,
+    )
+    return Checker(
+        client,
+        document_bytes=policy.caches.documents,
+        answer_bytes=policy.caches.answers,
+        on_cache=on_cache,
+    )

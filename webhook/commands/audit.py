@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             _placement(args, policy, known),
             policy,
             node_keyring=keyring,
-            pull_secrets=kube.PullSecrets(api),
+            pull_secrets=kube.PullSecrets(api, max_bytes=policy.caches.pull_secrets),
             problems=problems,
             timeout=args.timeout,
             on_progress=render.ProgressBar(sys.stderr) if sys.stderr.isatty() else None,

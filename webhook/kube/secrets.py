@@ -11,16 +11,15 @@ import base64
 import binascii
 import json
 import logging
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kubernetes import client
 
+from webhook.cache import Cache
 from webhook.credentials import Keyring
 from webhook.errors import ClusterError, ConfigError
+from webhook.policy import DEFAULT_CACHES
 
 log = logging.getLogger(__name__)
 
@@ -50,38 +49,21 @@ def secret_keyring(secret: Mapping[str, Any]) -> Keyring:
     return Keyring.empty()
 
 
-class _Expiring:
-    """A small TTL cache, oldest entries dropped first when full."""
-
-    def __init__(self, ttl: float, size: int) -> None:
-        self.ttl, self.size = ttl, size
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, ...], tuple[float, Any]] = OrderedDict()
-
-    def get_or_load(self, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] > now:
-                return entry[1]
-        value = load()
-        with self._lock:
-            self._entries[key] = (now + self.ttl, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return value
-
-
 class PullSecrets:
-    """Keyrings of pull secrets, read through the API and kept `ttl` seconds."""
+    """Keyrings of pull secrets, read through the API and kept `ttl` seconds, at most `max_bytes` of them."""
 
     def __init__(
-        self, api: client.ApiClient, *, ttl: float = 30.0, timeout: float = 2.0, size: int = 2048
+        self,
+        api: client.ApiClient,
+        *,
+        ttl: float = 30.0,
+        timeout: float = 2.0,
+        max_bytes: int = DEFAULT_CACHES.pull_secrets,
     ) -> None:
         self._core: Any = client.CoreV1Api(api)  # raw JSON answers, not the typed models
         self._timeout = timeout
-        self._cache = _Expiring(ttl, size)
+        self._ttl = ttl
+        self._cache: Cache[tuple[str, ...], Any] = Cache(max_bytes)
 
     def keyring(self, namespace: str, secret_names: Sequence[str], service_account: str) -> Keyring:
         names = secret_names or self._account_secrets(namespace, service_account)
@@ -117,7 +99,9 @@ class PullSecrets:
             entries = (found or {}).get("imagePullSecrets") or []
             return tuple(str(e["name"]) for e in entries if isinstance(e, Mapping) and e.get("name"))
 
-        names: tuple[str, ...] = self._cache.get_or_load(("serviceaccount", namespace, account), load)
+        names: tuple[str, ...] = self._cache.get_or_load(
+            ("serviceaccount", namespace, account), load, self._ttl
+        )
         return names
 
     def _secret(self, namespace: str, name: str) -> Keyring:
@@ -130,5 +114,5 @@ class PullSecrets:
             )
             return secret_keyring(found) if found is not None else Keyring.empty()
 
-        keyring: Keyring = self._cache.get_or_load(("secret", namespace, name), load)
+        keyring: Keyring = self._cache.get_or_load(("secret", namespace, name), load, self._ttl)
         return keyring

@@ -6,14 +6,17 @@ The client (client.py) does the requests; this module decides what they carry.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from time import monotonic
 
+from webhook.cache import Cache
 from webhook.netguard import parse_address
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token answer has no (usable) expires_in
+# A token is kept at most this long whatever expires_in says, and is refused when longer than MAX_TOKEN
+# (it goes into a header line, which registries and proxies cap at 8-16 KiB).
+MAX_TOKEN_LIFETIME = 600.0
+MAX_TOKEN = 16 * 1024
 ANONYMOUS = "anonymous"  # the token cache's identity for requests sent without a credential
 
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -213,7 +216,8 @@ class Token:
 
 
 def parse_token_response(body: bytes) -> Token | None:
-    """`token` or `access_token` from a token service answer, None when it holds neither."""
+    """`token` or `access_token` from a token service answer, None when it holds neither (or one over
+    MAX_TOKEN characters); the lifetime at most MAX_TOKEN_LIFETIME."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
@@ -221,45 +225,34 @@ def parse_token_response(body: bytes) -> Token | None:
     if not isinstance(document, dict):
         return None
     value = document.get("token") or document.get("access_token")
-    if not isinstance(value, str) or not value or any(c in value for c in "\r\n"):
+    if not isinstance(value, str) or not value or len(value) > MAX_TOKEN or any(c in value for c in "\r\n"):
         return None
     lifetime = document.get("expires_in")
     if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0:
         lifetime = DEFAULT_TOKEN_LIFETIME
-    return Token(value, float(lifetime))
+    return Token(value, min(float(lifetime), MAX_TOKEN_LIFETIME))
 
 
 TokenKey = tuple[str, str, str, str]  # (realm, service, scope, credential identity)
 
 
 class TokenCache:
-    """Bearer tokens per (realm, service, scope, identity), kept until 90% of their lifetime has passed.
+    """Bearer tokens per (realm, service, scope, identity), kept until 90% of their lifetime has passed,
+    at most `max_bytes` of them (the least recently used go first).
 
     The identity is part of the key so a token got with one Secret never serves a request made
     with another credential, or anonymously.
     """
 
-    def __init__(self) -> None:
-        self._tokens: dict[TokenKey, tuple[str, float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, max_bytes: int) -> None:
+        self._tokens: Cache[TokenKey, str] = Cache(max_bytes)
 
     def get(self, key: TokenKey) -> str | None:
-        with self._lock:
-            entry = self._tokens.get(key)
-            if entry is None:
-                return None
-            if monotonic() >= entry[1]:
-                del self._tokens[key]
-                return None
-            return entry[0]
+        return self._tokens.get(key)
 
     def put(self, key: TokenKey, token: Token) -> None:
-        with self._lock:
-            self._tokens[key] = (token.value, monotonic() + 0.9 * token.lifetime)
+        self._tokens.put(key, token.value, 0.9 * token.lifetime)
 
     def discard(self, key: TokenKey, value: str) -> None:
         """Forget a token the registry refused (unless another thread already replaced it)."""
-        with self._lock:
-            entry = self._tokens.get(key)
-            if entry is not None and entry[0] == value:
-                del self._tokens[key]
+        self._tokens.discard(key, value)

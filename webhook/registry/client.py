@@ -26,6 +26,7 @@ import httpx
 
 from webhook import digests
 from webhook import mediatypes as mt
+from webhook.cache import Cache
 from webhook.credentials import Credential, Keyring
 from webhook.deadline import Deadline
 from webhook.documents import Document
@@ -43,7 +44,7 @@ from webhook.errors import (
     network_cause,
 )
 from webhook.netguard import literal_blocked_reason
-from webhook.policy import RegistryOptions
+from webhook.policy import DEFAULT_CACHES, RegistryOptions
 from webhook.profiles import CONFIG_READ_CAP, CONTAINERD_MANIFEST_CAP
 from webhook.reference import ImageReference
 from webhook.registry.auth import (
@@ -67,7 +68,9 @@ from webhook.routes import Endpoint, Route, policy_route
 
 log = logging.getLogger(__name__)
 
-_TOKEN_BODY_CAP = 1 << 20
+# A token answer is a small JSON object; the token goes into a header line, which registries and their
+# proxies cap at 8-16 KiB.  Anything bigger is the token service's fault, not the image's.
+TOKEN_BODY_CAP = 64 * 1024
 _MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
@@ -218,6 +221,7 @@ class RegistryClient:
         transport: httpx.BaseTransport | None = None,
         on_request: Callable[[RequestEvent], None] | None = None,
         connections_per_origin: int = DEFAULT_CONNECTIONS_PER_ORIGIN,
+        token_cache_bytes: int = DEFAULT_CACHES.tokens,
     ) -> None:
         self._options: dict[str, RegistryOptions] = {}
         for options in registries:
@@ -231,8 +235,9 @@ class RegistryClient:
         self._on_request = on_request
         self._transports: dict[tuple[str | None, tuple[str, ...], bool, bool], httpx.BaseTransport] = {}
         self._lock = threading.Lock()
-        self._tokens = TokenCache()
-        self._challenges: dict[tuple[str, str, int | None], Challenge] = {}
+        self._tokens = TokenCache(token_cache_bytes)
+        # The last challenge per origin; a Pod spec names any number of registries, so it is bounded too.
+        self._challenges: Cache[tuple[str, str, int | None], Challenge] = Cache(token_cache_bytes // 4)
         if transport is None:
             for options in registries:  # a bad CA file is a configuration error: say so now
                 self._transport(options)
@@ -529,8 +534,7 @@ class RegistryClient:
         deadline: Deadline,
     ) -> httpx.Response:
         origin = _origin(url)
-        with self._lock:
-            known = self._challenges.get(origin)
+        known = self._challenges.get(origin)
         authorization, fresh = (None, False)
         if known is not None:
             authorization, fresh = self._authorization(ask, known, credential, deadline)
@@ -541,8 +545,7 @@ class RegistryClient:
             challenge = pick_challenge(parse_challenges(response.headers.get_list("www-authenticate")))
             if challenge is None:
                 return response
-            with self._lock:
-                self._challenges[origin] = challenge
+            self._challenges.put(origin, challenge)
             if fresh and known is not None and _same_authority(challenge, known):
                 return response  # refused what we just obtained for this credential: it lacks access
             # A token service that fails here raises: the challenge is closed on the way out.
@@ -637,7 +640,8 @@ class RegistryClient:
                 raise RegistryUnreachable(f"{where} answered {status}")
             if not 200 <= status < 300:
                 raise Unauthorized(f"{where} answered {status}")
-            data, _ = self._read(response, _TOKEN_BODY_CAP, None, where, deadline)
+            answer = f"{where}: the token answer"
+            data, _ = self._read(response, TOKEN_BODY_CAP, None, answer, deadline, too_large=_oversized_token)
         finally:
             response.close()
         token = parse_token_response(data)
@@ -777,12 +781,19 @@ class RegistryClient:
     # ---- bodies -----------------------------------------------------------------------------
 
     def _read(
-        self, response: httpx.Response, cap: int, digest: str | None, what: str, deadline: Deadline
+        self,
+        response: httpx.Response,
+        cap: int,
+        digest: str | None,
+        what: str,
+        deadline: Deadline,
+        too_large: Callable[[str, int | None], RegistryError] = ManifestTooLarge,
     ) -> tuple[bytes, str]:
-        """The body (at most `cap` bytes) and its digest in `digest`'s algorithm (sha256 without one)."""
+        """The body (at most `cap` bytes, else `too_large`) and its digest in `digest`'s algorithm
+        (sha256 without one)."""
         announced = _content_length(response.headers)
         if announced is not None and announced > cap:
-            raise ManifestTooLarge(f"{what} is {announced} bytes, over the {cap}-byte limit", announced)
+            raise too_large(f"{what} is {announced} bytes, over the {cap}-byte limit", announced)
         algorithm = digests.parse_digest(digest)[0] if digest is not None else "sha256"
         hasher = digests.new_hasher(algorithm)
         chunks: list[bytes] = []
@@ -794,7 +805,7 @@ class RegistryClient:
             for chunk in arriving:
                 total += len(chunk)
                 if total > cap:
-                    raise ManifestTooLarge(f"{what} is over the {cap}-byte limit", announced)
+                    raise too_large(f"{what} is over the {cap}-byte limit", announced)
                 hasher.update(chunk)
                 chunks.append(chunk)
                 deadline.check(what)
@@ -832,6 +843,11 @@ def _handle_on_a_sound_connection(transport: httpx.BaseTransport, request: httpx
         if request.method not in ("GET", "HEAD"):
             raise
         return transport.handle_request(request)
+
+
+def _oversized_token(message: str, _size: int | None) -> RegistryError:
+    """A token answer over the cap: registry trouble (onResolutionError), not an image problem."""
+    return RegistryUnreachable(message)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,132 @@
+"""The one cache of the webhook: least recently used entries go first, bounded by bytes, entries may expire.
+
+Every cache of a long-running process (registry documents, tag answers, tokens, pull secrets, challenges)
+is one of these, so what each may hold is a number of bytes the policy sets, not a number of entries
+whose size a registry or a Pod spec chooses.  An entry's weight is what `weigh` says of its value plus
+its key and a fixed overhead; an entry heavier than the whole bound is not kept.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from time import monotonic
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+MIB = 1024 * 1024
+ENTRY_OVERHEAD = 240  # bytes of bookkeeping per entry: the ordered dict's node and the stored tuple
+
+
+def size_of(value: Any) -> int:
+    """Approximate bytes `value` holds in memory, everything it refers to included (each object once).
+
+    Walks containers, dataclass-like objects (`__dict__`, `__slots__`) and parsed JSON without recursion,
+    so a document nested 100,000 deep is weighed, not a crash."""
+    seen: set[int] = set()
+    total = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if id(item) in seen or item is None or isinstance(item, bool):
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        if isinstance(item, str | bytes | bytearray | int | float):
+            continue
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            pending.extend(item)
+        else:
+            attributes = getattr(item, "__dict__", None)
+            if attributes is not None:
+                pending.append(attributes)
+            for name in getattr(type(item), "__slots__", ()):
+                pending.append(getattr(item, name, None))
+    return total
+
+
+class Cache(Generic[K, V]):
+    """A thread-safe LRU holding at most `max_bytes` of entries (by `weigh`), each with an optional expiry."""
+
+    def __init__(self, max_bytes: int, weigh: Callable[[V], int] = size_of) -> None:
+        self.max_bytes = max_bytes
+        self._weigh = weigh
+        self._entries: OrderedDict[K, tuple[float | None, int, V]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        """The weight of what is held now."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: K) -> V | None:
+        """The value, or None when absent or expired; a hit makes the entry the most recently used."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            expires, _, value = entry
+            if expires is not None and expires <= monotonic():
+                self._remove(key)
+                return None
+            self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V, ttl: float | None = None) -> None:
+        """Keep `value` (for `ttl` seconds, None: until evicted), evicting the least recently used first."""
+        weight = self._weigh(value) + size_of(key) + ENTRY_OVERHEAD
+        expires = None if ttl is None else monotonic() + ttl
+        with self._lock:
+            self._remove(key)
+            if weight > self.max_bytes:
+                return
+            self._entries[key] = (expires, weight, value)
+            self._bytes += weight
+            while self._bytes > self.max_bytes:
+                self._remove(next(iter(self._entries)))
+
+    def discard(self, key: K, value: V | None = None) -> None:
+        """Forget `key`; given `value`, only while it holds that (another thread may have replaced it)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and (value is None or entry[2] == value):
+                self._remove(key)
+
+    def get_or_load(self, key: K, load: Callable[[], V], ttl: float | None = None) -> V:
+        """The kept value, else `load()` kept for `ttl` seconds."""
+        value = self.get(key)
+        if value is None:
+            value = load()
+            self.put(key, value, ttl)
+        return value
+
+    def _remove(self, key: K) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry[1]
+
+
+class Section(Generic[K, V]):
+    """One kind of entry in a cache shared with other kinds: its keys are tagged with `kind`."""
+
+    def __init__(self, cache: Cache[tuple[str, K], Any], kind: str) -> None:
+        self._cache = cache
+        self._kind = kind
+
+    def get(self, key: K) -> V | None:
+        value: V | None = self._cache.get((self._kind, key))
+        return value
+
+    def put(self, key: K, value: V, ttl: float | None = None) -> None:
+        self._cache.put((self._kind, key), value, ttl)
