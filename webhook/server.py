@@ -262,7 +262,6 @@ class BufferingWorker(Worker):  # type: ignore[misc]
     def _read(self, conn: _Connection) -> None:
         sock = conn.sock
         idle = not conn.buffer and conn.handshaken
-        before = len(conn.buffer)
         try:
             if not conn.handshaken and isinstance(sock, ssl.SSLSocket):
                 sock.do_handshake()
@@ -274,6 +273,7 @@ class BufferingWorker(Worker):  # type: ignore[misc]
                     self._drop(conn)
                     return
                 conn.buffer += chunk
+                self.buffered += len(chunk)
         except _Refusal as refusal:
             self._refuse(conn, refusal)
             return
@@ -289,7 +289,6 @@ class BufferingWorker(Worker):  # type: ignore[misc]
         except (OSError, ValueError):  # ssl.SSLError is an OSError: a failed handshake, a reset
             self._drop(conn)
             return
-        self.buffered += len(conn.buffer) - before
         if self.buffered > self.buffered_bytes:
             largest = max(self.waiting, key=lambda c: len(c.buffer))
             self.log.warning(
