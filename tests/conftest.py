@@ -80,6 +80,12 @@ def crio_oracle(tmp_path_factory: pytest.TempPathFactory) -> CrioPullPath:
 
 
 @pytest.fixture(scope="session")
+def crio_arm64_oracle(tmp_path_factory: pytest.TempPathFactory) -> CrioPullPath:
+    """CRI-O 1.33's pull path as on an arm64 node (the crictl oracles can pull only for this host)."""
+    return CrioPullPath(tmp_path_factory.mktemp("crio-arm64"), go_tool("crio-pull"), "arm64")
+
+
+@pytest.fixture(scope="session")
 def sandbox_image(registry: Registry) -> str:
     """The pod sandbox image of the containerd oracles, in the test registry."""
     return push_pause_image(registry, go_tool("pause"))

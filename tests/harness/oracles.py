@@ -150,6 +150,7 @@ class Oracle:
 
     name = ""
     runtime = ""
+    platform = "linux/amd64"  # the node's, as pullcheck's `--platform` takes it
 
     def __init__(self) -> None:
         self._results: dict[str, PullResult] = {}
@@ -164,21 +165,29 @@ class Oracle:
 
 
 class CrioPullPath(Oracle):
-    """CRI-O 1.33's PullImage (containers/image v5.35.0 into containers/storage), one fresh store per pull."""
+    """CRI-O 1.33's PullImage (containers/image v5.35.0 into containers/storage), one fresh store per pull.
+
+    On this host's architecture by default; `arm64` stands for an arm64 node, whose containers/image
+    reads the variant v8 from /proc/cpuinfo."""
 
     name = "cri-o"
     runtime = "cri-o://1.33.0"
 
-    def __init__(self, directory: Path, binary: Path) -> None:
+    def __init__(self, directory: Path, binary: Path, architecture: str = "") -> None:
         super().__init__()
         self.directory = directory
         self.binary = binary
+        self._platform_flags = ["-os", "linux", "-arch", architecture] if architecture else []
+        if architecture == "arm64":
+            self._platform_flags += ["-variant", "v8"]
+        if architecture:
+            self.platform = f"linux/{architecture}"
         directory.mkdir(parents=True, exist_ok=True)
 
     def _pull(self, ref: str) -> PullResult:
         with tempfile.TemporaryDirectory(prefix="crio-", dir=self.directory) as root:
             done = subprocess.run(
-                [str(self.binary), "-root", root, ref],
+                [str(self.binary), "-root", root, *self._platform_flags, ref],
                 capture_output=True,
                 text=True,
                 timeout=PULL_TIMEOUT_SECONDS,
