@@ -179,6 +179,19 @@ def test_registry_chosen_text_is_escaped_in_every_answer_and_log_line(
     )
 
 
+def test_a_refused_review_quotes_the_request_escaped(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "p.yaml", [])
+    client = create_app(Settings(policy_file=str(policy))).test_client()
+    body = hostile.review("nginx:1")
+    body["request"]["kind"]["kind"] = f"Config{HOSTILE}"
+    answer = client.post("/validate", json=body)
+    assert answer.status_code == 400
+    text = answer.get_data(as_text=True)
+    assert (
+        text.endswith("\n") and not raw_characters(text[:-1]) and f"kind Config{printable(HOSTILE)}" in text
+    )
+
+
 @pytest.mark.parametrize("text", [HOSTILE, "a\x7fb", "a\u202eb", "é\x9b", "a\x1bb", "a\\x1b"])
 def test_a_log_line_escapes_its_message_fields_and_error(text: str) -> None:
     """orjson writes DEL, C1 controls and bidi overrides as they are: the formatter escapes every string."""

@@ -31,6 +31,7 @@ from webhook.policy import Policy
 from webhook.policyfile import PolicyFile
 from webhook.reference import redacted
 from webhook.runtimes import Target
+from webhook.text import printable
 
 log = logging.getLogger("pullcheck.admission")
 
@@ -239,7 +240,8 @@ class Webhook:
 
 
 def _text(status: int, reason: str) -> Response:
-    return Response(reason + "\n", status=status, mimetype="text/plain")
+    """A one-line plain answer; the reason may quote the request, so it is escaped."""
+    return Response(printable(reason) + "\n", status=status, mimetype="text/plain")
 
 
 def _log_admission(outcome: Outcome, seconds: float) -> None:
