@@ -243,6 +243,7 @@ def test_registrable_domain(host: str, domain: str) -> None:
         ("https", "auth.docker.io", None, "registry-1.docker.io", (), True),
         ("https", "registry.example.com", 8443, "registry.example.com", (), True),
         ("http", "registry.example.com", None, "registry.example.com", (), False),
+        ("http", "registry.example.com", 5001, "registry.example.com", (), False),
         ("https", "tokens.other.net", None, "registry.example.com", (), False),
         ("https", "tokens.other.net", None, "registry.example.com", ("tokens.other.net",), True),
         ("https", "tokens.other.net", 444, "registry.example.com", ("tokens.other.net:444",), True),
@@ -255,6 +256,72 @@ def test_realm_may_receive_credentials(
     scheme: str, realm: str, port: int | None, registry: str, extra: tuple[str, ...], allowed: bool
 ) -> None:
     assert realm_may_receive_credentials(scheme, realm, port, registry, extra) is allowed
+
+
+@pytest.mark.parametrize(
+    ("realm", "port", "allowed"),
+    [
+        ("registry.example.com", 5001, True),  # containerd sends them too
+        ("registry.example.com", 5002, False),  # another server of the same host
+        ("tokens.example.com", 5001, False),  # another host, over plain http
+    ],
+)
+def test_a_plain_http_realm_on_an_insecure_registrys_own_host(realm: str, port: int, allowed: bool) -> None:
+    plain = "registry.example.com:5001"
+    assert realm_may_receive_credentials("http", realm, port, "registry.example.com", (), plain) is allowed
+    assert realm_may_receive_credentials("http", realm, port, "registry.example.com", ()) is False
+
+
+def test_credentials_reach_a_plain_http_realm_on_an_insecure_registrys_host() -> None:
+    fake = FakeTokenRegistry(realm="http://registry.example.com/token")
+    client = _client(fake, registries=[RegistryOptions("registry.example.com", insecure=True)])
+    _get(client, _keyring("alice"))
+    assert fake.token_users() == ["alice"]
+
+
+def test_withheld_credentials_are_named_with_the_setting() -> None:
+    fake = FakeTokenRegistry(realm="https://tokens.other.net/token")
+    with pytest.raises(Unauthorized) as refused:
+        _get(_client(fake), _keyring("alice"))
+    message = str(refused.value)
+    assert "withheld" in message and "tokens.other.net" in message and "tokenRealmHosts" in message
+    assert "every credential was refused" not in message
+    assert fake.token_users() == [None]  # asked anonymously, never with alice's password
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 405])
+def test_refresh_token_falls_back_to_get_as_containerd_does(status: int) -> None:
+    fake = FakeTokenRegistry(token_field="access_token")
+
+    basic = "Basic " + base64.b64encode(b"alice:alice-refresh").decode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host != "auth.example.com":
+            return fake.handler(request)
+        fake.token_requests.append(request)
+        if request.method == "POST":
+            return httpx.Response(status)
+        if request.headers.get("authorization") != basic:
+            return httpx.Response(401)
+        fake.tokens["from-get"] = "alice"
+        return httpx.Response(200, json={"access_token": "from-get"})
+
+    keyring = Keyring.from_docker_config(
+        {"auths": {"registry.example.com": {"username": "alice", "identitytoken": "alice-refresh"}}},
+        "config.json",
+    )
+    _get(RegistryClient(transport=httpx.MockTransport(handler)), keyring)
+    assert [r.method for r in fake.token_requests] == ["POST", "GET"]
+
+
+def test_refresh_token_refused_with_403_is_not_retried_with_get() -> None:
+    fake = FakeTokenRegistry(token_status=403)
+    keyring = Keyring.from_docker_config(
+        {"auths": {"registry.example.com": {"identitytoken": "alice-refresh"}}}, "config.json"
+    )
+    with pytest.raises(Unauthorized):
+        _get(_client(fake), keyring)
+    assert [r.method for r in fake.token_requests] == ["POST"]
 
 
 def test_token_answer_parsing() -> None:

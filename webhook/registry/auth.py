@@ -188,18 +188,26 @@ def registrable_domain(hostname: str) -> str:
 
 
 def realm_may_receive_credentials(
-    realm_scheme: str, realm_host: str, realm_port: int | None, registry_host: str, extra_hosts: Sequence[str]
+    realm_scheme: str,
+    realm_host: str,
+    realm_port: int | None,
+    registry_host: str,
+    extra_hosts: Sequence[str],
+    plain_http_registry: str | None = None,
 ) -> bool:
     """Whether a token realm may be sent the registry's credentials.
 
     Only over https, and only to the registry's own host, a host of the same registrable domain
-    (registry-1.docker.io -> auth.docker.io), or a host the policy lists in `token_realm_hosts`.
+    (registry-1.docker.io -> auth.docker.io), or a host the policy lists in `token_realm_hosts`.  A
+    registry the policy lets speak plain http (`plain_http_registry`, its host[:port]) may have its realm
+    on that same host and port over http too, as containerd allows: Basic auth to that registry would
+    expose the same credentials.
     """
-    if realm_scheme != "https":
-        return False
     realm = realm_host.lower().strip("[]")
     registry = registry_host.lower().strip("[]")
     with_port = realm if realm_port is None else f"{realm}:{realm_port}"
+    if realm_scheme != "https":
+        return realm_scheme == "http" and plain_http_registry is not None and with_port == plain_http_registry
     if any(h.lower().strip() in (realm, with_port) for h in extra_hosts):
         return True
     if realm == registry:

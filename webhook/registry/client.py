@@ -71,6 +71,9 @@ log = logging.getLogger(__name__)
 # A token answer is a small JSON object; the token goes into a header line, which registries and their
 # proxies cap at 8-16 KiB.  Anything bigger is the token service's fault, not the image's.
 TOKEN_BODY_CAP = 64 * 1024
+# Answers to the OAuth2 POST after which containerd asks the realm with GET (GCR 404, Artifactory 401,
+# ACR 400, servers without POST 405): docker/auth in containerd's remotes.
+_NO_OAUTH = frozenset({400, 401, 404, 405})
 _MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
@@ -148,6 +151,11 @@ def _hostname(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _plain_http_registry(endpoint: _Endpoint) -> str | None:
+    """The endpoint's host[:port] when the policy lets it speak plain http, else None."""
+    return endpoint.host.lower() if endpoint.options.insecure else None
 
 
 def _netloc(url: httpx.URL) -> str:
@@ -523,7 +531,32 @@ class RegistryClient:
         tried = (
             f"every credential was refused ({', '.join(sources)})" if sources else "anonymous access refused"
         )
+        withheld = self._withheld_realm(ask, url) if sources else None
+        if withheld is not None:
+            tried = (
+                f"access refused: pullcheck withheld the credentials ({', '.join(sources)}) from the token "
+                f"realm {withheld}, which is not {ask.endpoint.name}'s host or domain (or not https); if it "
+                f"belongs to the registry, list it in registries[].tokenRealmHosts"
+            )
         raise Unauthorized(f"{ask.where}: {tried}")
+
+    def _withheld_realm(self, ask: _Ask, url: httpx.URL) -> str | None:
+        """The token realm of the registry's last challenge when credentials may not go there."""
+        with self._lock:
+            challenge = self._challenges.get(_origin(url))
+        if challenge is None or challenge.scheme == "basic":
+            return None
+        realm = _realm_url(challenge.params.get("realm", ""))
+        if realm is None or realm_may_receive_credentials(
+            realm.scheme,
+            realm.host,
+            realm.port,
+            _hostname(ask.endpoint.host),
+            ask.endpoint.options.token_realm_hosts,
+            _plain_http_registry(ask.endpoint),
+        ):
+            return None
+        return f"{realm.scheme}://{_netloc(realm)}"
 
     def _with_credential(
         self,
@@ -584,6 +617,7 @@ class RegistryClient:
             realm.port,
             _hostname(ask.endpoint.host),
             ask.endpoint.options.token_realm_hosts,
+            _plain_http_registry(ask.endpoint),
         )
         identity = credential.identity if eligible and credential is not None else ANONYMOUS
         service = challenge.params.get("service", "")
@@ -610,21 +644,31 @@ class RegistryClient:
         """A token from the realm; _CredentialRefused when the realm refuses this credential."""
         token_ask = replace(ask, method="GET", path="", kind="token", accept=None)
         form = {"service": service, "scope": scope} if service else {"scope": scope}
-        authorization = None
-        content: bytes | None = None
+        response = None
         if credential is not None and credential.identity_token:
             # A docker config `identitytoken` is an OAuth2 refresh token (containerd's POST flow).
-            token_ask = replace(token_ask, method="POST")
-            form |= {"grant_type": "refresh_token", "refresh_token": credential.identity_token}
-            form["client_id"] = "pullcheck"
-            content = urlencode(form).encode()
-            url = realm
-        else:
-            url = realm.copy_merge_params(form)
-            if credential is not None:
+            oauth = form | {"grant_type": "refresh_token", "refresh_token": credential.identity_token}
+            oauth["client_id"] = "pullcheck"
+            response = self._send(
+                replace(token_ask, method="POST"),
+                "POST",
+                realm,
+                {"Content-Type": "application/x-www-form-urlencoded"},
+                None,
+                deadline,
+                urlencode(oauth).encode(),
+            )
+            if response.status_code in _NO_OAUTH:
+                response.close()
+                response = None
+        if response is None:
+            authorization = None
+            if credential is not None and credential.identity_token:
+                authorization = _basic_pair(credential.username, credential.identity_token)
+            elif credential is not None:
                 authorization = _basic(credential)
-        extra = {"Content-Type": "application/x-www-form-urlencoded"} if content is not None else {}
-        response = self._send(token_ask, token_ask.method, url, extra, authorization, deadline, content)
+            url = realm.copy_merge_params(form)
+            response = self._send(token_ask, "GET", url, {}, authorization, deadline)
         try:
             where = f"{ask.where}: token service {_netloc(response.request.url)}"
             status = response.status_code
@@ -868,8 +912,11 @@ def _same_authority(one: Challenge, other: Challenge) -> bool:
 
 
 def _basic(credential: Credential) -> str:
-    pair = f"{credential.username}:{credential.password}".encode()
-    return "Basic " + base64.b64encode(pair).decode("ascii")
+    return _basic_pair(credential.username, credential.password)
+
+
+def _basic_pair(username: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
 
 
 def _realm_url(realm: str) -> httpx.URL | None:
