@@ -266,18 +266,9 @@ DIFFERENCES: dict[tuple[str, str], Difference] = {
 # Disagreements that are pullcheck's to fix (issue 10 section 2): strict expected failures, so the fix
 # shows up too; whoever lands the rule removes its row here.
 PULLCHECK_GAPS: dict[tuple[str, str], str] = {
-    ("cri-o", "image_artifact_type"): (
-        "pullcheck denies (NOT_AN_IMAGE) an image config plus artifactType on CRI-O, but CRI-O 1.33 runs "
-        "it: its PullImage copies the image first and asks about artifacts only when that copy has failed "
-        "(internal/storage/image.go pullImageImplementation)"
-    ),
     ("cri-o", "foreign_layer_404"): (
         "pullcheck warns (NONDISTRIBUTABLE_LAYER); CRI-O fails: `failed fetching external blob from all "
         "urls` and never falls back to the registry"
-    ),
-    ("containerd-2.1", "two_amd64_second_broken"): (
-        "pullcheck allows; the transfer service fetches the layers of every matching child and fails on "
-        "the second linux/amd64 child's missing layer (`could not fetch content descriptor`)"
     ),
 }
 

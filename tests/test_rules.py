@@ -287,6 +287,13 @@ def test_transfer_service_fetches_every_matching_entry() -> None:
     for runtime in (CONTAINERD_16, CONTAINERD_20, CRIO):
         assert image.judge(runtime) == []  # they take the first
     assert codes(image.judge(CONTAINERD_21)) == {"MISSING_BLOB": DENY}
+    # A layer of the second child missing fails it too: every matching child's layers are fetched.
+    image.resolution.missing.discard(broken.digest)
+    image.resolution.manifests[broken.digest] = broken
+    image.resolution.missing.add(layer(n=2)["digest"])
+    for runtime in (CONTAINERD_16, CONTAINERD_20, CRIO):
+        assert image.judge(runtime) == []
+    assert codes(image.judge(CONTAINERD_21)) == {"MISSING_BLOB": DENY}
 
 
 def test_crio_variants_are_exact() -> None:
@@ -453,14 +460,16 @@ def test_artifact_type_is_not_an_image() -> None:
     assert finding.code == "NOT_AN_IMAGE" and "application/vnd.example.sbom" in finding.message
     [finding] = image.judge(CONTAINERD_21)
     assert finding.code == "NOT_AN_IMAGE" and mt.OCI_EMPTY in finding.message
+    assert "application/vnd.example.sbom" in finding.message
 
 
-def test_artifact_type_on_a_runnable_image_fails_on_crio_only() -> None:
+def test_artifact_type_on_a_runnable_image_runs_everywhere() -> None:
+    # Run: containerd ignores artifactType, and CRI-O 1.33 asks about artifacts only when the image pull
+    # itself has failed (the config decides).
     image = Image()
     image.manifest(extra={"artifactType": "application/vnd.example.thing"})
-    assert codes(image.judge(CRIO)) == {"NOT_AN_IMAGE": DENY}
-    for runtime in (CONTAINERD_16, CONTAINERD_21):
-        assert image.judge(runtime) == []  # containerd ignores artifactType
+    for runtime in ALL_RUNTIMES:
+        assert image.judge(runtime) == []
 
 
 def test_oci_manifest_with_docker_config() -> None:

@@ -70,8 +70,6 @@ class Profile:
     # -- image or artifact ---------------------------------------------------------------------------
     # CRI-O: an OCI manifest with a Docker config, or a Docker manifest with OCI layer types, fails.
     refuses_mixed_media_types: bool = False
-    # CRI-O takes an image config with `artifactType` for an artifact; containerd ignores the field.
-    artifact_type_is_artifact: bool = False
     # -- layers --------------------------------------------------------------------------------------
     # Layer types allowed in a Docker v2s2 manifest; OCI types there are mixed media types.
     docker_manifest_layer_types: frozenset[str] = mt.DOCKER_LAYER_TYPES
@@ -150,7 +148,6 @@ CRIO = Profile(
     schema1=Schema1(WARN, "{runtime} still pulls it, deprecated"),
     schema1_child_refused=False,
     refuses_mixed_media_types=True,
-    artifact_type_is_artifact=True,
     docker_manifest_layer_types=mt.CRIO_DOCKER_LAYER_TYPES,
     checks_oci_layer_types=False,
     empty_diff_ids_ok=True,

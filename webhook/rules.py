@@ -246,10 +246,27 @@ class _Judge:
         if problem is not None:
             return problem.code, problem.message
         child = self.resolution.manifests.get(digest)
-        if child is not None:
-            return self.size_problem(
-                "the " + f"{where} manifest {short(digest)}", "manifest", entry, child.size
-            )
+        if child is None:
+            return None
+        size = self.size_problem(f"the {where} manifest {short(digest)}", "manifest", entry, child.size)
+        if size is not None:
+            return size
+        config = config_descriptor(child.body)
+        blobs = [config] if config is not None else []
+        blobs += [
+            d
+            for d in descriptors(child.body, "layers")
+            if not mt.is_nondistributable(str(d.get("mediaType")))
+        ]
+        for blob in blobs:
+            if blob["digest"] in self.resolution.missing:
+                return (
+                    "MISSING_BLOB",
+                    f"{short(blob['digest'])} of the {where} manifest is missing from the registry",
+                )
+            failure = self.resolution.failures.get(blob["digest"])
+            if failure is not None:
+                return failure.code, failure.message
         return None
 
     def size_problem(
@@ -272,14 +289,17 @@ class _Judge:
         config_desc = config_descriptor(body)
         artifact_type = body.get("artifactType") if isinstance(body, Mapping) else None
         config_type = config_desc.get("mediaType") if config_desc else None
-        if isinstance(artifact_type, str) and artifact_type and self.profile.artifact_type_is_artifact:
-            self.add("NOT_AN_IMAGE", f"artifact of type {artifact_type}, not a container image")
-            return
         if config_desc is None:
             self.add("MEDIA_TYPE_MISMATCH", "the image manifest has no config descriptor")
             return
         if config_type not in mt.CONFIG_TYPES:
-            self.add("NOT_AN_IMAGE", f"artifact with config type {config_type}, not a container image")
+            # The config decides, not `artifactType`: an image config with one runs everywhere (run).
+            kind = (
+                f"artifact of type {artifact_type}"
+                if isinstance(artifact_type, str) and artifact_type
+                else "artifact"
+            )
+            self.add("NOT_AN_IMAGE", f"{kind} with config type {config_type}, not a container image")
             return
         if is_oci and config_type == mt.DOCKER_CONFIG:
             self.add(
