@@ -153,7 +153,7 @@ def _hostname(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _plain_http_registry(endpoint: _Endpoint) -> str | None:
+def _plain_http_registry(endpoint: Endpoint) -> str | None:
     """The endpoint's host[:port] when the policy lets it speak plain http, else None."""
     return endpoint.host.lower() if endpoint.options.insecure else None
 
