@@ -1,9 +1,16 @@
 """Soak `pullcheck serve`: AdmissionReviews at a fixed rate for a few minutes, a mix of warm, cold,
-failing and slow images, then throughput, latency, errors, timeouts and peak memory per worker.
+failing and slow images, beside an attacker mix, then throughput, latency, errors, timeouts and peak
+memory per worker.
+
+The attackers run all along: 100 slow clients (a third stop after one byte of a ClientHello, a third
+say nothing, a third stop halfway through a request head) replaced every few seconds, admissions of Pods
+whose images sit on a registry that stalls every layer, and admissions of images on a registry that
+names a new token realm in every challenge while its token service fails every other request.
 
 Run from the repository root: `python -m bench.soak` (what `make soak` does). Loopback only: a local
-docker-registry (warm, cold and failing images) and the tests' hostile registry (slow ones). Bounded
-by `--seconds` and by `--seconds * --rate` requests. Errors and timeouts must be 0.
+docker-registry (warm, cold and failing images) and the tests' hostile registries (slow ones and the
+attackers'). Bounded by `--seconds` and by `--seconds * --rate` requests. Errors and timeouts of the
+legitimate admissions must be 0; the attackers' answers are counted apart.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bench.run import Server, ms, percentile, review
+from bench.run import STALLED, Server, ms, open_stalled, percentile, review
 from tests.harness import hostile
 from tests.harness.images import make_layer
 from tests.harness.registry import free_port, start_plain
@@ -60,6 +67,77 @@ def slow_registry() -> hostile.HostileServer:
     return server
 
 
+ATTACK_SECONDS = 4.0  # how long each set of slow clients stays before the next replaces it
+STALLING_IMAGES = 8  # per attacking admission, each with 200 layers whose HEADs never answer
+
+
+def stalling_registry() -> hostile.HostileServer:
+    server = hostile.HostileServer()
+    for n in range(STALLING_IMAGES):
+        server.route(f"/v2/stall/app{n}/manifests/", hostile.document(hostile.wide_manifest(200, f"s{n}")))
+        server.route(f"/v2/stall/app{n}/blobs/", hostile.headers_late(60))
+    return server
+
+
+def rotating_registry() -> hostile.HostileServer:
+    server = hostile.HostileServer()
+    hostile.realm_rotating(server)
+    return server
+
+
+class Attackers:
+    """The attacker mix, on threads of its own until `stop()`; what it got is counted, not judged."""
+
+    def __init__(self, url: str, port: int, trust: ssl.SSLContext, stalling: str, rotating: str) -> None:
+        self.answered = {"stalling": 0, "rotating": 0}
+        self.unanswered = {"stalling": 0, "rotating": 0}
+        self.slow_clients = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._slow_clients, args=(port, trust), daemon=True),
+            threading.Thread(
+                target=self._admissions, args=(url, trust, "stalling", stalling, 1.0), daemon=True
+            ),
+            threading.Thread(
+                target=self._admissions, args=(url, trust, "rotating", rotating, 0.25), daemon=True
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _slow_clients(self, port: int, trust: ssl.SSLContext) -> None:
+        while not self._stop.is_set():
+            stalled = open_stalled(port, trust)
+            self.slow_clients += len(stalled)
+            self._stop.wait(ATTACK_SECONDS)
+            for sock in stalled:
+                sock.close()
+
+    def _admissions(self, url: str, trust: ssl.SSLContext, kind: str, host: str, every: float) -> None:
+        counter = iter(range(10**9))
+        with httpx.Client(base_url=url, verify=trust, timeout=WEBHOOK_TIMEOUT) as client:
+            while not self._stop.is_set():
+                n = next(counter)
+                if kind == "stalling":
+                    images = [f"{host}/stall/app{i}:t{n}" for i in range(STALLING_IMAGES)]
+                else:
+                    images = [f"{host}/rotating/app:t{n}"]
+                try:
+                    client.post("/validate", json=review(images)).raise_for_status()
+                    outcome = self.answered
+                except httpx.HTTPError:
+                    outcome = self.unanswered
+                with self._lock:
+                    outcome[kind] += 1
+                self._stop.wait(every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=WEBHOOK_TIMEOUT + ATTACK_SECONDS + 5)
+
+
 def worker_peaks_mib(master: int) -> list[float]:
     """VmHWM (peak resident memory) of each gunicorn worker."""
     try:
@@ -89,7 +167,9 @@ def main() -> int:
         work = Path(temp)
         registry = start_plain(work / "registry")
         slow = slow_registry()
+        stalling, rotating = stalling_registry(), rotating_registry()
         webhook: Server | None = None
+        attackers: Attackers | None = None
         try:
             started = time.monotonic()
             warm = [registry.ref(f"soak/warm{n}", "v1") for n in range(5)]
@@ -106,7 +186,7 @@ def main() -> int:
             )
 
             policy = work / "policy.yaml"
-            hosts = [registry.host, slow.host]
+            hosts = [registry.host, slow.host, stalling.host, rotating.host]
             policy.write_text(
                 yaml.safe_dump(
                     {
@@ -174,15 +254,21 @@ def main() -> int:
                         errors.append(failure)
 
             threads = max(8, int(args.rate * (SLOW_SECONDS + 0.5)) * 2)
+            attackers = Attackers(url, port, trust(), stalling.host, rotating.host)
             begin = time.monotonic() + 0.5
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 list(pool.map(one, range(total)))
             elapsed = time.monotonic() - begin
+            attackers.stop()
             peaks = worker_peaks_mib(webhook.process.pid)
         finally:
+            if attackers is not None:
+                attackers.stop()
             if webhook is not None:
                 webhook.stop()
-            slow.close()
+            for server in (slow, stalling, rotating):
+                server.closing.set()
+                server.close()
             registry.stop()
 
     every = [latency for values in latencies.values() for latency in values]
@@ -199,6 +285,16 @@ def main() -> int:
             print(f"  {kind:<26}{spread(values)}")
     print(f"{'errors':<28}{len(errors)}{'  ' + errors[0] if errors else ''}")
     print(f"{'timeouts':<28}{timeouts}")
+    assert attackers is not None
+    print(
+        f"attackers beside them: {attackers.slow_clients} slow clients ({STALLED} at a time, replaced every"
+        f" {ATTACK_SECONDS:g} s)"
+    )
+    for kind, what in (
+        ("stalling", f"Pods of {STALLING_IMAGES} images of 200 layers that never answer"),
+        ("rotating", "images behind a realm-rotating registry"),
+    ):
+        print(f"  {what}: {attackers.answered[kind]} answered, {attackers.unanswered[kind]} not")
     print(f"{'peak memory per worker':<28}{', '.join(f'{p:.1f} MiB' for p in peaks) or 'unknown'}")
     return 1 if errors or timeouts else 0
 

@@ -7,7 +7,6 @@ Debian docker-registry, whose schema 1 image must be denied whatever the hostile
 
 from __future__ import annotations
 
-import itertools
 import json
 import threading
 import time
@@ -93,41 +92,6 @@ def _slots_in_use(checker: Checker) -> int:
     return sum(t.slots.in_use() for t in _transports(checker))
 
 
-def _realm_rotating(server: HostileServer) -> None:
-    """A registry that names a new token realm in every challenge and refuses every token, beside a token
-    service that fails every other request."""
-    challenges = itertools.count()
-    tokens = itertools.count()
-
-    def registry(handler: hostile.Handler) -> None:
-        realm = f"http://{server.host}/token/{next(challenges)}"
-        challenge = f'Bearer realm="{realm}",service="rotating"'
-        handler.reply(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', [("WWW-Authenticate", challenge)])
-
-    def token_service(handler: hostile.Handler) -> None:
-        if next(tokens) % 2:
-            handler.reply(500, b"token service down")
-        else:
-            hostile.token(handler)
-
-    server.route("/v2/rotating/", registry)
-    server.route("/token/", token_service)
-
-
-def _wide_manifest(layers: int) -> bytes:
-    def blob(n: int) -> dict[str, Any]:
-        digest = hostile.digest_of(b"%d" % n)
-        return {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": 1}
-
-    config = {
-        "mediaType": "application/vnd.oci.image.config.v1+json",
-        "digest": blob(-1)["digest"],
-        "size": 2,
-    }
-    manifest = {"schemaVersion": 2, "mediaType": hostile.OCI_MANIFEST, "config": config}
-    return json.dumps(manifest | {"layers": [blob(n) for n in range(layers)]}).encode()
-
-
 def _good_image(server: HostileServer) -> None:
     layer = hostile.digest_of(b"layer")
     rootfs = {"type": "layers", "diff_ids": [hostile.digest_of(b"layer tar")]}
@@ -151,7 +115,7 @@ def _good_image(server: HostileServer) -> None:
 def test_challenges_whose_token_fetch_fails_are_closed(
     server: HostileServer, registry: Registry, schema1_image: str
 ) -> None:
-    _realm_rotating(server)
+    hostile.realm_rotating(server)
     _good_image(server)
     checker = _checker(server.host, registry.host)
     try:
@@ -175,7 +139,7 @@ def test_a_stalling_registry_changes_no_verdict_on_another_registry(
 ) -> None:
     # Eight images whose config and 40 layers never answer: more requests than any one pool holds.
     for n in range(8):
-        server.route(f"/v2/stall/app{n}/manifests/", hostile.document(_wide_manifest(40)))
+        server.route(f"/v2/stall/app{n}/manifests/", hostile.document(hostile.wide_manifest(40)))
         server.route(f"/v2/stall/app{n}/blobs/", hostile.headers_late(30))
     _good_image(server)
     checker = _checker(server.host, registry.host)
@@ -257,7 +221,7 @@ def test_an_admission_is_answered_by_its_deadline_whatever_its_size(server: Host
     # Sixteen images of 2,000 layers each, every layer HEAD stalling: the answer comes once, at the
     # deadline plus one margin, not a grace per image one after another (that was 16 x 0.5 s more).
     for n in range(16):
-        server.route(f"/v2/wide/app{n}/manifests/", hostile.document(_wide_manifest(2000)))
+        server.route(f"/v2/wide/app{n}/manifests/", hostile.document(hostile.wide_manifest(2000)))
         server.route(f"/v2/wide/app{n}/blobs/", hostile.headers_late(30))
     checker = _checker(server.host)
     started = time.monotonic()

@@ -15,6 +15,7 @@ names from a fake DNS table, so nothing here ever sends a packet off the machine
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import select
@@ -372,6 +373,43 @@ def bearer_challenge(realm: str, service: str = "hostile") -> Behaviour:
 def token(handler: Handler) -> None:
     """A token service that hands anyone a token (and records who asked, in `seen`)."""
     handler.reply(200, b'{"token":"hostile-token","expires_in":300}', [("Content-Type", "application/json")])
+
+
+def wide_manifest(layers: int, note: str = "wide") -> bytes:
+    """A valid OCI manifest with a config and `layers` layers (none of them exists anywhere)."""
+
+    def descriptor(media_type: str, n: int) -> dict[str, Any]:
+        return {"mediaType": media_type, "digest": digest_of(b"%s %d" % (note.encode(), n)), "size": 1}
+
+    layer_type = "application/vnd.oci.image.layer.v1.tar+gzip"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", -1),
+        "layers": [descriptor(layer_type, n) for n in range(layers)],
+    }
+    return json.dumps(manifest).encode()
+
+
+def realm_rotating(server: HostileServer, prefix: str = "/v2/rotating/") -> None:
+    """Route `prefix` to a registry that names a new token realm (on `server`) in every challenge and
+    refuses every token, beside a token service that fails every other request."""
+    challenges = itertools.count()
+    tokens = itertools.count()
+
+    def registry(handler: Handler) -> None:
+        realm = f"{server.url}/token/{next(challenges)}"
+        challenge = f'Bearer realm="{realm}",service="rotating"'
+        handler.reply(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', [("WWW-Authenticate", challenge)])
+
+    def token_service(handler: Handler) -> None:
+        if next(tokens) % 2:
+            handler.reply(500, b"token service down")
+        else:
+            token(handler)
+
+    server.route(prefix, registry)
+    server.route("/token/", token_service)
 
 
 # ---- the bootstrap for `pullcheck serve` in end-to-end tests ----------------------------------------
