@@ -221,6 +221,14 @@ def test_registry_chosen_text_is_escaped_in_the_check_table(
     assert "application/x-evil\\x1b]0;owned\\x07" in out
 
 
+def test_an_error_line_of_the_command_line_is_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "--config", str(tmp_path / f"policy{HOSTILE}.yaml"), "nginx:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not raw_characters(err[:-1]) and printable(HOSTILE) in err
+
+
 def test_audit_table_csv_junit_policy_reports_and_metrics_are_escaped() -> None:
     workload = Workload("team-a", "Deployment", "web", (), {}, "apps/v1", "uid-1")
     report = AuditReport(tuple(ImageAudit(r, (workload,)) for r in hostile_results()), (f"x{HOSTILE}",), 1, 2)

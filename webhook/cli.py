@@ -8,6 +8,7 @@ import sys
 from webhook import __version__
 from webhook.commands import audit, certs, check, explain, postrender, serve
 from webhook.errors import PullcheckError
+from webhook.text import printable
 
 USAGE_ERROR = 2
 
@@ -19,7 +20,7 @@ def build_parser(prog: str = "pullcheck") -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pullcheck {__version__}")
     # One line on standard error for what a command goes on despite (e.g. a kubeconfig without TLS checks).
-    parser.set_defaults(warn=lambda text: print(f"{prog}: warning: {text}", file=sys.stderr))
+    parser.set_defaults(warn=lambda text: print(f"{prog}: warning: {printable(text)}", file=sys.stderr))
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (check, serve, certs, audit, postrender, explain):
         command.add_parser(subparsers)
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None, prog: str = "pullcheck") -> int:
     try:
         status: int = args.run(args)
     except PullcheckError as exc:  # configuration, usage or a cluster that refused: one line, status 2
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{prog}: {printable(str(exc))}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         return 130
