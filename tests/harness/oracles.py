@@ -270,6 +270,16 @@ class ContainerdCRI(Oracle):
         # The sandbox's pause process asks for oom_score_adj -998, which a machine that runs the tests
         # inside a container or a restricted VM refuses; this keeps it at ours.
         restrict_oom = ["  restrict_oom_score_adj = true"]
+
+        def runc(plugin: str) -> list[str]:
+            """runc keeps its containers' state in a directory of ours too, not in /run/containerd."""
+            return [
+                f"{plugin}.containerd.runtimes.runc]",
+                '  runtime_type = "io.containerd.runc.v2"',
+                f"{plugin}.containerd.runtimes.runc.options]",
+                f'  Root = "{d / "runc"}"',
+            ]
+
         if self.major < 2:
             cri = '[plugins."io.containerd.grpc.v1.cri"'
             return "\n".join(
@@ -281,6 +291,7 @@ class ContainerdCRI(Oracle):
                     *restrict_oom,
                     f"{cri}.containerd]",
                     '  snapshotter = "native"',
+                    *runc(cri),
                     f"{cri}.cni]",
                     *cni,
                     f"{cri}.registry]",
@@ -301,6 +312,7 @@ class ContainerdCRI(Oracle):
                 *registry,
                 f"{runtime}]",
                 *restrict_oom,
+                *runc(runtime),
                 f"{runtime}.cni]",
                 f'  bin_dirs = ["{d / "cni-bin"}"]',
                 f'  conf_dir = "{d / "cni-conf"}"',
@@ -345,7 +357,11 @@ class ContainerdCRI(Oracle):
         deadline = time.monotonic() + _READY_SECONDS
         while time.monotonic() < deadline and self._process.poll() is None:
             if self._crictl("version", timeout=10).returncode == 0:
-                self._sandbox = self._run_sandbox()
+                try:
+                    self._sandbox = self._run_sandbox()
+                except RuntimeError:
+                    self.stop()
+                    raise
                 return self
             time.sleep(0.2)
         self.stop()
