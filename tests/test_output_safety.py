@@ -109,7 +109,9 @@ def server() -> Iterator[HostileServer]:
     hostile_server.close()
 
 
-def _manifest(layer_type: str, **extra: Any) -> tuple[bytes, bytes]:
+def _manifest(
+    layer_type: str, config_type: str = "application/vnd.oci.image.config.v1+json", **extra: Any
+) -> tuple[bytes, bytes]:
     config = json.dumps(
         {
             "os": "linux",
@@ -121,9 +123,9 @@ def _manifest(layer_type: str, **extra: Any) -> tuple[bytes, bytes]:
         "schemaVersion": 2,
         "mediaType": hostile.OCI_MANIFEST,
         "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "mediaType": config_type,
             "digest": digest_of(config),
-            "size": 1,
+            "size": len(config),
         },
         "layers": [{"mediaType": layer_type, "digest": "sha256:" + "1" * 64, "size": 1}],
         **extra,
@@ -134,7 +136,11 @@ def _manifest(layer_type: str, **extra: Any) -> tuple[bytes, bytes]:
 def hostile_images(server: HostileServer) -> list[str]:
     """Images whose findings quote what the registry chose: a layer type, an artifactType, a Content-Type."""
     layers, config = _manifest("application/x-evil" + HOSTILE)
-    artifact, _ = _manifest("application/vnd.oci.image.layer.v1.tar+gzip", artifactType=HOSTILE)
+    artifact, _ = _manifest(
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        f"application/vnd.evil.config{HOSTILE}",
+        artifactType=HOSTILE,
+    )
     for name, body, content_type in [
         ("layers", layers, hostile.OCI_MANIFEST),
         ("artifact", artifact, hostile.OCI_MANIFEST),
