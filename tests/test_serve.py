@@ -99,6 +99,25 @@ def test_a_port_out_of_range_exits_2_with_one_line(tmp_path: Path, port: str) ->
     assert served.stderr.strip().splitlines() == ["pullcheck: --port must be between 1 and 65535"]
 
 
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "SO_REUSEPORT"])
+def test_a_port_taken_exits_2_with_one_line(tmp_path: Path, reuse_port: bool) -> None:
+    # Another server on the port, even one that lets others share it, is a port taken: the workers
+    # would otherwise be restarted for ever, or silently share the port with it.
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(reuse_port))
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        served = subprocess.run(
+            [sys.executable, "-m", "webhook", "serve", "--port", str(port), "--cert-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert served.returncode == 2 and "Traceback" not in served.stderr
+    assert served.stderr.strip().splitlines()[-1].startswith(f"pullcheck: cannot listen on 127.0.0.1:{port}")
+
+
 def test_an_infinite_audit_interval_exits_2_with_one_line(tmp_path: Path) -> None:
     served = subprocess.run(
         [sys.executable, "-m", "webhook", "serve", "--audit-interval", "inf", "--cert-dir", str(tmp_path)],

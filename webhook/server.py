@@ -477,8 +477,22 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return self.app_factory()
 
 
+def _check_address(host: str, port: int) -> None:
+    """One line when the address is taken. Each worker binds a socket of its own (SO_REUSEPORT): one
+    that cannot would be restarted for ever, and another server listening with SO_REUSEPORT would share
+    the port without a word. A probe without SO_REUSEPORT fails on either."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def serve(options: ServerOptions, app_factory: Callable[[], WSGIApp]) -> int:
     """Serve until SIGTERM or SIGINT; the exit status of the server."""
+    _check_address(options.host, options.port)
     application = _Gunicorn(options, app_factory)
     try:
         application.run()
