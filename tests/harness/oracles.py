@@ -336,13 +336,16 @@ class ContainerdCRI(Oracle):
 
     def _crictl(self, *args: str, timeout: float = PULL_TIMEOUT_SECONDS) -> subprocess.CompletedProcess[str]:
         endpoint = f"unix://{self.socket}"
-        command = [str(self.crictl), "--runtime-endpoint", endpoint, "--image-endpoint", endpoint]
+        # A config file of our own (empty), so a machine's /etc/crictl.yaml never applies.
+        command = [str(self.crictl), "--config", str(self.directory / "crictl.yaml")]
+        command += ["--runtime-endpoint", endpoint, "--image-endpoint", endpoint]
         command += ["--timeout", f"{int(timeout)}s", *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout + 10)
 
     def start(self) -> ContainerdCRI:
         for name in ("cni-bin", "cni-conf", "pods"):
             (self.directory / name).mkdir(parents=True, exist_ok=True)
+        (self.directory / "crictl.yaml").write_text("")
         self._hosts_toml()
         config = self.directory / "config.toml"
         config.write_text(self._config())
