@@ -265,12 +265,7 @@ DIFFERENCES: dict[tuple[str, str], Difference] = {
 
 # Disagreements that are pullcheck's to fix (issue 10 section 2): strict expected failures, so the fix
 # shows up too; whoever lands the rule removes its row here.
-PULLCHECK_GAPS: dict[tuple[str, str], str] = {
-    ("cri-o", "foreign_layer_404"): (
-        "pullcheck warns (NONDISTRIBUTABLE_LAYER); CRI-O fails: `failed fetching external blob from all "
-        "urls` and never falls back to the registry"
-    ),
-}
+PULLCHECK_GAPS: dict[tuple[str, str], str] = {}
 
 
 def _cases() -> list[Any]:

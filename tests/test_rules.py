@@ -645,3 +645,18 @@ def test_effective_media_type() -> None:
     assert effective_media_type("application/json", containerd) == "application/json"
     assert effective_media_type("application/json", crio) == mt.DOCKER_SCHEMA1_SIGNED
     assert effective_media_type(mt.OCI_INDEX, crio) == mt.OCI_INDEX
+
+
+def test_foreign_layer_whose_urls_fail_falls_back_on_containerd_only() -> None:
+    image = Image()
+    foreign = layer(mt.DOCKER_FOREIGN_LAYER_GZIP, urls=["https://example.invalid/layer"])
+    image.manifest(oci=False, layers=[foreign])
+    image.resolution.foreign[foreign["digest"]] = False
+    image.resolution.present.add(foreign["digest"])
+    assert codes(image.judge(CONTAINERD_21)) == {"NONDISTRIBUTABLE_LAYER": WARN}
+    assert codes(image.judge(CRIO)) == {"NONDISTRIBUTABLE_LAYER": WARN, "MISSING_BLOB": DENY}
+    image.resolution.present.discard(foreign["digest"])
+    image.resolution.missing.add(foreign["digest"])
+    assert codes(image.judge(CONTAINERD_21)) == {"NONDISTRIBUTABLE_LAYER": WARN, "MISSING_BLOB": DENY}
+    image.resolution.foreign[foreign["digest"]] = True
+    assert codes(image.judge(CRIO)) == {"NONDISTRIBUTABLE_LAYER": WARN}

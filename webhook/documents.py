@@ -356,6 +356,8 @@ class Resolution:
     present: set[str] = field(default_factory=set)  # layer/blob digests the registry confirmed
     sizes: dict[str, int] = field(default_factory=dict)  # layer digest -> size the registry announced
     heads: dict[str, bytes] = field(default_factory=dict)  # layer digest -> its first bytes (see LAYER_HEAD)
+    # foreign layer digest -> whether one of its `urls` answered (runtimes fetch those first)
+    foreign: dict[str, bool] = field(default_factory=dict)
     # The manifest answer carried a Docker-Content-Digest that is not a digest (containerd refuses it).
     malformed_digest_header: str | None = None
     missing: set[str] = field(default_factory=set)

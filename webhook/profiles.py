@@ -81,6 +81,8 @@ class Profile:
     # Descriptors whose size must equal what is served: 'manifest' (index entries), 'config', 'layer'.
     checked_sizes: frozenset[str] = frozenset({"manifest", "config", "layer"})
     checks_digest_header: bool = True  # a malformed Docker-Content-Digest fails the pull
+    # A foreign layer none of whose `urls` answers is fetched from the registry (CRI-O never falls back).
+    foreign_layer_registry_fallback: bool = True
     max_layers: int | None = None
     # -- names ---------------------------------------------------------------------------------------
     short_names_from_node_config: bool = False  # CRI-O: registries.conf decides; else docker.io
@@ -154,6 +156,7 @@ CRIO = Profile(
     compression_sniffed=frozenset({mt.DOCKER_LAYER, mt.OCI_LAYER}),
     checked_sizes=frozenset({"config"}),
     checks_digest_header=False,  # not read on a by-tag pull
+    foreign_layer_registry_fallback=False,
     max_layers=CRIO_MAX_LAYERS,
     short_names_from_node_config=True,
 )

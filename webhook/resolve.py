@@ -116,6 +116,10 @@ class RegistrySource(Protocol):
         route: Route | None = None,
     ) -> BlobStatLike | None: ...
 
+    def foreign_blob_reachable(
+        self, ref: ImageReference, urls: Sequence[str], deadline: Deadline, route: Route | None = None
+    ) -> bool: ...
+
     def read_blob_head(
         self,
         ref: ImageReference,
@@ -606,6 +610,7 @@ class Checker:
         configs: list[str] = []
         blobs: list[str] = []
         sniffed: list[str] = []
+        foreign: dict[str, list[str]] = {}
         for manifest in manifests:
             if manifest.structure == SCHEMA1:
                 blobs += schema1_blobs(manifest.body)
@@ -615,8 +620,11 @@ class Checker:
                     configs.append(config["digest"])
                 for layer in descriptors(manifest.body, "layers"):
                     media_type = str(layer.get("mediaType", ""))
+                    urls = layer.get("urls")
                     if not is_nondistributable(media_type):
                         blobs.append(layer["digest"])
+                    elif isinstance(urls, list) and urls:
+                        foreign[layer["digest"]] = [u for u in urls if isinstance(u, str)]
                     if needs_sniffing(media_type):
                         sniffed.append(layer["digest"])
 
@@ -640,6 +648,16 @@ class Checker:
             except RegistryError as exc:
                 into.failures[digest] = Problem(exc.code, str(exc))
 
+        def foreign_task(digest: str, into: Resolution) -> None:
+            try:
+                into.foreign[digest] = self.registry.foreign_blob_reachable(
+                    ref, foreign[digest], deadline, route
+                )
+            except RegistryError:
+                into.foreign[digest] = False
+            if not into.foreign[digest]:
+                blob_task(digest, into)  # containerd falls back to the registry
+
         def head_task(digest: str, into: Resolution) -> None:
             try:
                 into.heads[digest] = self._layer_head(ref, digest, keyring, deadline, route)
@@ -649,6 +667,7 @@ class Checker:
         tasks: list[Task] = [(d, partial(config_task, d)) for d in dict.fromkeys(configs)]
         tasks += [(d, partial(blob_task, d)) for d in dict.fromkeys(blobs)]
         tasks += [(d, partial(head_task, d)) for d in dict.fromkeys(sniffed)]
+        tasks += [(d, partial(foreign_task, d)) for d in foreign]
         self._fetch_all(tasks, resolution, deadline)
 
     def _fetch_all(self, tasks: Sequence[Task], resolution: Resolution, deadline: Deadline) -> None:

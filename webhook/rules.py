@@ -370,6 +370,8 @@ class _Judge:
             if problem is not None:
                 code, message = problem
                 self.add(code, f"layer {name}: {message}")
+            elif self.resolution.foreign.get(digest) is False:
+                self.unreachable_foreign_layer(name, digest)
             elif digest in self.resolution.missing and not mt.is_nondistributable(media_type):
                 self.add("MISSING_BLOB", f"layer {name} is missing from the registry")
             elif digest in self.resolution.failures:
@@ -377,6 +379,16 @@ class _Judge:
                 self.add(failure.code, f"layer {name}: {failure.message}")
             elif size is not None:
                 self.add(*size)
+
+    def unreachable_foreign_layer(self, name: str, digest: str) -> None:
+        if not self.profile.foreign_layer_registry_fallback:
+            self.add(
+                "MISSING_BLOB",
+                f"layer {name}: none of its urls answers, and {self.runtime_name} does not fall back "
+                "to the registry",
+            )
+        elif digest in self.resolution.missing:
+            self.add("MISSING_BLOB", f"layer {name}: none of its urls answers and the registry lacks it")
 
     def content_problem(self, media_type: str, head: bytes | None) -> tuple[str, str] | None:
         """What the layer's first bytes (read for uncompressed and unknown types) mean to this runtime."""

@@ -360,6 +360,31 @@ class RegistryClient:
         except NotFound:
             return None
 
+    def foreign_blob_reachable(
+        self, ref: ImageReference, urls: Sequence[str], deadline: Deadline, route: Route | None = None
+    ) -> bool:
+        """Whether one of a foreign layer's `urls` answers a HEAD with 2xx, as the runtimes try them
+        before the registry.  No credential goes there; the network guard applies as to a redirect."""
+
+        def probe(endpoint: Endpoint) -> bool:
+            for text in urls:
+                try:
+                    url = httpx.URL(text)
+                except httpx.InvalidURL:
+                    continue
+                if url.scheme not in ("http", "https") or not url.host:
+                    continue
+                try:
+                    response = self._send(_Ask(endpoint, "HEAD", "", "blob"), "HEAD", url, {}, None, deadline)
+                except RegistryError:
+                    continue
+                response.close()
+                if 200 <= response.status_code < 300:
+                    return True
+            return False
+
+        return self._fetch(ref, route, probe)
+
     def read_blob_head(
         self,
         ref: ImageReference,
