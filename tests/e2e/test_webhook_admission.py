@@ -7,10 +7,12 @@ tests/e2e/test_webhook_nodes.py covers judging by the cluster's Nodes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.e2e.harness import ControlPlane
 from tests.e2e.pullcheck_webhook import (
@@ -119,6 +121,33 @@ def test_a_deployment_with_a_bad_image_is_refused_at_apply(
     assert applied.returncode == 1
     assert DENIED in applied.stderr and "SCHEMA1" in applied.stderr
     assert not _stored(cluster, "deployment", "web", namespace)
+
+
+def test_an_update_of_a_large_deployment_is_judged(
+    cluster: ControlPlane, enforce: Release, corpus: dict[str, CorpusImage]
+) -> None:
+    # An UPDATE review carries the object and the oldObject. A control character in an env value is one
+    # byte in etcd and six in the review's JSON, so two 400 KB Deployments make a review of about 5 MB:
+    # past the old 3 MiB body limit, within two objects of the apiserver's 3 MiB and the envelope.
+    namespace = enforce.judged_namespace()
+
+    def manifest(image: str) -> str:
+        deployment = yaml.safe_load(deployment_manifest("large", namespace, image))
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"] = [
+            {"name": f"FILLER_{n}", "value": "\x01" * 100_000} for n in range(4)
+        ]
+        return json.dumps(deployment)
+
+    created = cluster.kubectl("create", "-f", "-", input=manifest(corpus["schema2"].ref))
+    assert created.returncode == 0, created.stderr
+    replaced = cluster.kubectl("replace", "-f", "-", input=manifest(corpus["oci"].ref))
+    assert replaced.returncode == 0, replaced.stderr
+    judged = [
+        record
+        for record in enforce.webhooks[-1].admissions()
+        if record["name"] == "large" and record["namespace"] == namespace
+    ]
+    assert [record["operation"] for record in judged] == ["CREATE", "UPDATE"]
 
 
 def test_warn_admits_with_warning_lines(
