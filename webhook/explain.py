@@ -113,19 +113,18 @@ EXPLANATIONS: Mapping[str, Explanation] = {
     "NOT_AN_IMAGE": Explanation(
         title="An artifact, not a container image",
         meaning="The config media type is not an image config (a Helm chart, a signature, an SBOM, a wasm "
-        "module), or, for CRI-O, an image config comes with `artifactType` set. No container can run "
-        "from it.",
+        "module), or the digest names a blob (an image ID used as a digest). No container can run from it. "
+        "The config decides: an image config with `artifactType` set runs everywhere.",
         runtimes=(
             ("containerd 1.6", "fails at pull"),
             (
                 "containerd 2.1 and later",
-                "pulls, then fails when the container is created; ignores `artifactType` on an otherwise "
-                "runnable image (no finding)",
+                "pulls, then fails when the container is created",
             ),
             (
                 "CRI-O",
-                "classifies a non-image config, or an image config with `artifactType`, as an artifact: "
-                "the pull succeeds but no container can use it",
+                "classifies a non-image config as an artifact: the pull succeeds but no container can use "
+                "it (an image config is pulled as an image first, whatever its `artifactType`)",
             ),
         ),
         errors=(
