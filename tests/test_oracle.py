@@ -84,6 +84,8 @@ CORPUS_NAMES = [
     "buildx_attestations",
     "referrer_with_subject",
     "malformed_content_digest",
+    "index_without_platforms_arm64_first",
+    "config_over_4mib",
 ]
 # The cases an arm64 node judges differently: indexes (arm variants, no arm64 entry).
 ARM64_CASES = [
@@ -157,6 +159,10 @@ REFUSALS: dict[tuple[str, str], str] = {
     ("cri-o", "image_id_as_digest"): "reading manifest … received unexpected HTTP status: 500",
     ("cri-o", "diff_id_is_compressed_digest"): "does not match config's DiffID",
     ("cri-o", "size_lie_config"): "blob size mismatch",
+    (
+        "cri-o",
+        "config_over_4mib",
+    ): "parsing image configuration: exceeded maximum allowed size of 4194304 bytes",
     ("cri-o", "foreign_layer_404"): "failed fetching external blob from all urls",
     ("cri-o-arm64", "index_386_only"): _NO_ARM64_CRIO,
     ("cri-o-arm64", "index_armv7_only"): _NO_ARM64_CRIO,
@@ -197,6 +203,7 @@ REFUSALS: dict[tuple[str, str], str] = {
     ("containerd-1.6", "size_lie_child"): "failed to read expected number of bytes: unexpected EOF",
     ("containerd-1.6", "size_lie_config"): "failed to read expected number of bytes: unexpected EOF",
     ("containerd-1.6", "size_lie_layer"): "failed size validation",
+    ("containerd-1.6", "index_without_platforms_arm64_first"): _NO_PLATFORM,
     ("containerd-1.6", "malformed_content_digest"): _BAD_HEADER,
     ("containerd-2.1", "schema1_signed"): "schema 1 image manifests are no longer supported",
     ("containerd-2.1", "index_missing_platform"): _NO_PLATFORM_21,
@@ -228,6 +235,7 @@ REFUSALS: dict[tuple[str, str], str] = {
     ("containerd-2.1", "size_lie_child"): "short read: expected … unexpected EOF",
     ("containerd-2.1", "size_lie_config"): "short read: expected … unexpected EOF",
     ("containerd-2.1", "size_lie_layer"): "failed size validation",
+    ("containerd-2.1", "index_without_platforms_arm64_first"): _NO_PLATFORM_21,
     ("containerd-2.1", "malformed_content_digest"): _BAD_HEADER,
 }
 
@@ -258,6 +266,12 @@ DIFFERENCES: dict[tuple[str, str], Difference] = {
     ("cri-o", "other_platform"): _PLATFORM_MISMATCH,
     ("containerd-1.6", "other_platform"): _PLATFORM_MISMATCH,
     ("containerd-2.1", "other_platform"): _PLATFORM_MISMATCH,
+    ("cri-o", "index_without_platforms_arm64_first"): Difference(
+        True,
+        "deny",
+        "PLATFORM_MISMATCH: CRI-O takes the first index entry without a platform unchecked and pulls the "
+        "linux/arm64 image; the container then fails at start with `exec format error`",
+    ),
     ("cri-o", "encrypted_layer"): _ENCRYPTED,
     ("containerd-1.6", "encrypted_layer"): _ENCRYPTED,
     ("containerd-2.1", "encrypted_layer"): _ENCRYPTED,

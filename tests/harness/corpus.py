@@ -492,6 +492,25 @@ def _add_verified_shapes(p: Pusher, b: _Builder) -> None:
 
     b.add("referrer_with_subject", "OCI 1.1 artifact (SBOM) with a subject, pulled by its tag", referrer)
 
+    def index_without_platforms_arm64_first(repository: str) -> str:
+        entries = [p.push_platform_image(repository, "linux", arch) for arch in ("arm64", "amd64")]
+        for entry in entries:
+            del entry["platform"]
+        return p.push_index(repository, b.tag(repository), entries)
+
+    b.add(
+        "index_without_platforms_arm64_first",
+        "OCI index whose entries have no platform, the linux/arm64 one first",
+        index_without_platforms_arm64_first,
+    )
+
+    def big_config(repository: str) -> str:
+        layer = make_layer(repository)
+        config = make_config([layer.diff_id], label="x" * (4 * 1024 * 1024 + 1024))
+        return p.push_image(repository, b.tag(repository), [layer], config)
+
+    b.add("config_over_4mib", "image config of just over 4 MiB (CRI-O's cap on configs)", big_config)
+
 
 def _add_lying_front(p: Pusher, b: _Builder, front: HostileServer) -> None:
     """An image behind `front`: its manifest answers carry a malformed Docker-Content-Digest; blobs are
