@@ -26,6 +26,7 @@ OS_LABEL, ARCH_LABEL = "kubernetes.io/os", "kubernetes.io/arch"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 PER_NODE_LABELS = frozenset({HOSTNAME_LABEL})
 NODE_NAME_FIELD = "metadata.name"  # the one field nodeAffinity matchFields may name
+PLACEMENT_FIELDS = ("nodeName", "nodeSelector", "affinity")  # what in a pod spec may narrow the groups
 # The apiserver's limits on warnings (k8s.io/apiserver/pkg/warning): 120 characters each, 4 KiB in all.
 WARNING_LENGTH = 120
 WARNINGS_TOTAL = 4096
@@ -337,6 +338,8 @@ def binds_to_nodes(pod_spec: Mapping[str, Any]) -> bool:
 
 def narrow(groups: Sequence[NodeGroup], pod_spec: Mapping[str, Any]) -> list[NodeGroup]:
     """The groups the Pod may be scheduled on; a Pod bound to nodes keeps only those nodes."""
+    if not any(pod_spec.get(name) for name in PLACEMENT_FIELDS):
+        return list(groups)  # most Pods: nothing narrows, every group may take them
     if not binds_to_nodes(pod_spec):
         return [g for g in groups if schedulable(g, pod_spec)]
     narrowed = []

@@ -20,34 +20,53 @@ V = TypeVar("V")
 
 MIB = 1024 * 1024
 ENTRY_OVERHEAD = 240  # bytes of bookkeeping per entry: the ordered dict's node and the stored tuple
+C = TypeVar("C", bound=type)
+
+_HELD_ELSEWHERE: set[type] = set()
+
+
+def held_elsewhere(cls: C) -> C:
+    """Class decorator: the policy or the node view holds these objects (targets, registry settings) and
+    many entries refer to the same ones, so an entry weighs its reference, not the object again.  Walking
+    them for every entry was most of the weighing a cold image cost."""
+    _HELD_ELSEWHERE.add(cls)
+    return cls
+
+
+_LEAVES = (str, bytes, bytearray, int, float)
+_EXACT_LEAVES = frozenset(_LEAVES)
+_SEQUENCES = (list, tuple, set, frozenset)
 
 
 def size_of(value: Any) -> int:
     """Approximate bytes `value` holds in memory, everything it refers to included (each object once).
 
     Walks containers, dataclass-like objects (`__dict__`, `__slots__`) and parsed JSON without recursion,
-    so a document nested 100,000 deep is weighed, not a crash."""
+    so a document nested 100,000 deep is weighed, not a crash.  Every entry of every cache is weighed
+    when put: exact types are checked first (an isinstance of a union costs several times more)."""
     seen: set[int] = set()
     total = 0
     pending = [value]
+    getsizeof = sys.getsizeof
     while pending:
         item = pending.pop()
-        if id(item) in seen or item is None or isinstance(item, bool):
+        kind = type(item)
+        if item is None or kind is bool or kind in _HELD_ELSEWHERE or id(item) in seen:
             continue
         seen.add(id(item))
-        total += sys.getsizeof(item)
-        if isinstance(item, str | bytes | bytearray | int | float):
+        total += getsizeof(item)
+        if kind in _EXACT_LEAVES or isinstance(item, _LEAVES):
             continue
         if isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list | tuple | set | frozenset):
-            pending.extend(item)
+            pending += item.keys()
+            pending += item.values()
+        elif isinstance(item, _SEQUENCES):
+            pending += item
         else:
             attributes = getattr(item, "__dict__", None)
             if attributes is not None:
                 pending.append(attributes)
-            for name in getattr(type(item), "__slots__", ()):
+            for name in getattr(kind, "__slots__", ()):
                 pending.append(getattr(item, name, None))
     return total
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webhook import findings as fd
+from webhook.cache import held_elsewhere
 from webhook.errors import ConfigError, InvalidReference
 from webhook.findings import Finding
 from webhook.nodeconfig import PULL, RESOLVE, NodeConfig
@@ -43,6 +44,7 @@ class CacheLimits:
 DEFAULT_CACHES = CacheLimits()
 
 
+@held_elsewhere
 @dataclass(frozen=True)
 class MirrorOptions:
     """One of an entry's `mirrors`: unset settings are the entry's own."""
@@ -55,6 +57,7 @@ class MirrorOptions:
     capabilities: frozenset[str] = frozenset({PULL, RESOLVE})  # resolve: tags; pull: content by digest
 
 
+@held_elsewhere
 @dataclass(frozen=True)
 class RegistryOptions:
     """One entry of the policy's `registries:` list: how to reach a registry host."""

@@ -224,8 +224,9 @@ class Checker:
         """One result per image string, in order; registry trouble becomes findings, never exceptions."""
         results: dict[str, ImageResult] = {}
         misses: list[str] = []
+        context = _ResultContext(targets, policy, keyring)
         for image in dict.fromkeys(images):
-            cached = self._results.get(_result_key(image, targets, policy, keyring))
+            cached = self._results.get((image, context))
             self._count("result", cached is not None)
             if cached is not None:
                 results[image] = cached
@@ -286,7 +287,7 @@ class Checker:
             )
         if all(g.resolution.error is None and not g.resolution.failures for g in groups):
             # A clean answer holds as long as the tag answer it rests on.
-            self._results.put(_result_key(image, targets, policy, keyring), result, self.tag_ttl)
+            self._results.put((image, _ResultContext(targets, policy, keyring)), result, self.tag_ttl)
         return result
 
     def _result(
@@ -711,19 +712,33 @@ def _merge(into: Resolution, part: Resolution) -> None:
             getattr(into, item.name).update(value)
 
 
-def _result_key(image: str, targets: Sequence[Target], policy: Policy, keyring: Keyring) -> Hashable:
-    """What an image's result depends on besides the registry's content."""
-    overrides = tuple(sorted(policy.severities.items()))
-    node = (policy.node.containerd_hosts_dir, policy.node.crio_registries_conf)
-    return (
-        image,
-        tuple(targets),
-        policy.on_resolution_error,
-        overrides,
-        keyring.fingerprint,
-        policy.registries,
-        node,
-    )
+class _ResultContext:
+    """What an image's result depends on besides the image and the registry's content.
+
+    Part of the key of every cached result, looked up for each image of an admission: built and hashed
+    once per call. Equal contexts of two calls share their parts (the policy's, the targets), so
+    comparing them on a hit is mostly identity checks."""
+
+    __slots__ = ("_parts", "_hash")
+
+    def __init__(self, targets: Sequence[Target], policy: Policy, keyring: Keyring) -> None:
+        self._parts = (
+            tuple(targets),
+            policy.on_resolution_error,
+            tuple(sorted(policy.severities.items())),
+            keyring.fingerprint,
+            policy.registries,
+            (policy.node.containerd_hosts_dir, policy.node.crio_registries_conf),
+        )
+        self._hash = hash(self._parts)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (
+            isinstance(other, _ResultContext) and self._hash == other._hash and self._parts == other._parts
+        )
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from webhook import platforms
+from webhook.cache import held_elsewhere
 from webhook.platforms import Platform
 
 KINDS = ("containerd", "cri-o", "docker")
@@ -41,6 +43,7 @@ def parse_runtime(text: str) -> Runtime:
     return Runtime(match["kind"], (numbers[0], numbers[1], numbers[2]), text.strip())
 
 
+@held_elsewhere
 @dataclass(frozen=True)
 class Target:
     runtime: Runtime
@@ -50,6 +53,15 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.runtime} on {self.platform}" + (" (local pull)" if self.local_pull else "")
+
+    # Targets are part of the key of every cached image result, looked up for each image of each
+    # admission: hashed once, as they never change.
+    @cached_property
+    def _hash(self) -> int:
+        return hash((self.runtime, self.platform, self.local_pull))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def parse_target(runtime: str, platform: str, *, local_pull: bool = False) -> Target:
