@@ -59,7 +59,8 @@ test: setup lint binaries wheels
 	$(BIN)/pytest -n $(PYTEST_WORKERS) tests
 
 unit: venv
-	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not registry and not oracle and not e2e" tests
+	PULLCHECK_UNIT_ONLY=1 $(BIN)/pytest -n $(PYTEST_WORKERS) \
+	  -m "not registry and not oracle and not e2e and not served and not helm" tests
 
 # The load generator of `make bench`.
 bench-apt:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +21,25 @@ from tests.harness.oracles import (
 )
 from tests.harness.pki import CertificateAuthority
 from tests.harness.registry import Registry
+
+# Markers of tests that start something: `make unit` leaves them out.
+STARTS_SOMETHING = ("registry", "oracle", "e2e", "served", "helm")
+
+
+@pytest.fixture(autouse=True)
+def _unmarked_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under `make unit` (PULLCHECK_UNIT_ONLY=1), a test that listens on a socket or runs a program without
+    one of those markers fails, so the markers keep meaning what they say."""
+    if not os.environ.get("PULLCHECK_UNIT_ONLY"):
+        return
+    if any(request.node.get_closest_marker(name) for name in STARTS_SOMETHING):
+        return
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a server or a program: mark it served or helm")
+
+    monkeypatch.setattr(socket.socket, "listen", refuse)
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -126,6 +126,7 @@ def _parsed_bytes() -> int:
     return sum(stat.size for stat in parsed.statistics("filename"))
 
 
+@pytest.mark.served
 def test_documents_stay_within_their_bytes_while_distinct_manifests_keep_coming(
     server: HostileServer,
 ) -> None:

@@ -69,6 +69,7 @@ def test_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
         certs.issue(folder)
 
 
+@pytest.mark.served
 def test_a_client_trusting_the_ca_completes_a_handshake_for_localhost(tmp_path: Path) -> None:
     files = certs.issue(tmp_path)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

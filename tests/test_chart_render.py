@@ -46,12 +46,14 @@ def one(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+@pytest.mark.helm
 def test_helm_lint_is_clean(helm: Path) -> None:
     done = _helm(helm, "lint", "--strict", str(CHART))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout
 
 
+@pytest.mark.helm
 def test_defaults_render_the_in_cluster_webhook_with_certificate_hooks(helm: Path) -> None:
     documents = render(helm)
     assert kinds(documents) == sorted(
@@ -86,6 +88,7 @@ def test_defaults_render_the_in_cluster_webhook_with_certificate_hooks(helm: Pat
     assert ["certs", "patch", "--in-cluster", "--webhook=rel-pullcheck", "--namespace=pc"] == args[1][:5]
 
 
+@pytest.mark.helm
 def test_webhook_configuration(helm: Path) -> None:
     configuration = one(render(helm), "ValidatingWebhookConfiguration")
     (webhook,) = configuration["webhooks"]
@@ -118,6 +121,7 @@ def test_webhook_configuration(helm: Path) -> None:
     ]
 
 
+@pytest.mark.helm
 def test_digest_pinning_adds_a_mutating_webhook_like_the_validating_one(helm: Path, tmp_path: Path) -> None:
     assert "MutatingWebhookConfiguration" not in kinds(render(helm))
     values = ["--set", "policy.pinDigests=true", "--set", "webhook.failurePolicy=Fail"]
@@ -153,6 +157,7 @@ def _configmap_policy(documents: list[dict[str, Any]], path: Path) -> Policy:
     return load_policy(str(path))
 
 
+@pytest.mark.helm
 def test_the_policy_configmap_is_a_policy_pullcheck_accepts(helm: Path, tmp_path: Path) -> None:
     values = [
         "--set",
@@ -171,6 +176,7 @@ def test_the_policy_configmap_is_a_policy_pullcheck_accepts(helm: Path, tmp_path
     assert default.mode == "warn"
 
 
+@pytest.mark.helm
 def test_url_mode_renders_no_in_cluster_server(helm: Path) -> None:
     documents = render(
         helm, "--set", "webhook.url=https://127.0.0.1:8443/validate", "--set", "webhook.caBundle=Q0E="
@@ -182,6 +188,7 @@ def test_url_mode_renders_no_in_cluster_server(helm: Path) -> None:
     assert client == {"url": "https://127.0.0.1:8443/validate", "caBundle": "Q0E="}
 
 
+@pytest.mark.helm
 def test_cert_manager_and_existing_secret_methods(helm: Path) -> None:
     documents = render(helm, "--set", "certificates.method=cert-manager")
     assert "Job" not in kinds(documents)
@@ -216,6 +223,7 @@ def _rules(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.helm
 def test_rbac_is_least_privilege_and_values_narrow_it(helm: Path) -> None:
     assert _rules(render(helm), "ClusterRole") == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
@@ -231,6 +239,7 @@ def test_rbac_is_least_privilege_and_values_narrow_it(helm: Path) -> None:
     assert "ClusterRole" not in kinds([d for d in no_secrets if "certs" not in d["metadata"]["name"]])
 
 
+@pytest.mark.helm
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -273,6 +282,7 @@ def test_the_chart_readme_lists_every_value(helm: Path) -> None:
     assert set(values) <= set(schema["properties"])
 
 
+@pytest.mark.helm
 def test_manifests_are_rendered_from_the_chart() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "render_manifests.py"), "--check"],
@@ -284,6 +294,7 @@ def test_manifests_are_rendered_from_the_chart() -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.helm
 def test_node_registry_files_are_configmaps_mounted_where_the_policy_names_them(
     helm: Path, tmp_path: Path
 ) -> None:
@@ -325,6 +336,7 @@ def test_node_registry_files_are_configmaps_mounted_where_the_policy_names_them(
     assert default.node.containerd is None and default.node.crio is None
 
 
+@pytest.mark.helm
 def test_the_policyreport_crd_is_installed_only_on_request(helm: Path) -> None:
     assert "CustomResourceDefinition" not in kinds(render(helm))
     crd = one(render(helm, "--set", "policyReportCRD.install=true"), "CustomResourceDefinition")

@@ -73,6 +73,7 @@ def servers(test_ca: CertificateAuthority) -> Iterator[Servers]:
     servers.close()
 
 
+@pytest.mark.served
 def test_credentials_reach_only_their_registry_and_appear_nowhere(
     tmp_path: Path, servers: Servers, test_ca: CertificateAuthority
 ) -> None:

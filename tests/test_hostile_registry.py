@@ -90,6 +90,7 @@ def no_threads_left() -> Iterator[None]:
 # ---- slow registries -----------------------------------------------------------------------------
 
 
+@pytest.mark.served
 @pytest.mark.parametrize(
     "behaviour",
     [
@@ -111,6 +112,7 @@ def test_a_slow_or_broken_registry_is_unreachable_by_the_deadline(
     assert server.open_connections <= 1  # the client hung up on the stalled exchange
 
 
+@pytest.mark.served
 def test_bytes_that_are_not_http_stay_out_of_the_messages(server: HostileServer) -> None:
     def garbage(handler: hostile.Handler) -> None:
         handler.wfile.write(b"EVIL-PAYLOAD \x1b[31m not a status line\r\n\r\n")
@@ -122,6 +124,7 @@ def test_bytes_that_are_not_http_stay_out_of_the_messages(server: HostileServer)
     assert all("EVIL" not in f.message and "valid HTTP" in f.message for f in result.findings)
 
 
+@pytest.mark.served
 def test_a_content_length_shorter_than_the_body_spoils_no_other_answer(server: HostileServer) -> None:
     body = small_manifest()
     server.route("/v2/short/", hostile.document(body, length=len(body) - 10))
@@ -155,6 +158,7 @@ def _peak_while(action: Any) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.served
 @pytest.mark.parametrize("announce_length", [False, True], ids=["no-length", "content-length"])
 def test_a_100_mb_manifest_stops_at_the_cap(server: HostileServer, announce_length: bool) -> None:
     server.route("/v2/giant/", hostile.giant(100 * MIB, announce_length=announce_length))
@@ -167,6 +171,7 @@ def test_a_100_mb_manifest_stops_at_the_cap(server: HostileServer, announce_leng
     assert sum(server.sent.values()) < 100 * MIB / 4  # the client hung up; the kernel's buffers aside
 
 
+@pytest.mark.served
 def test_a_gzip_bomb_is_never_inflated(server: HostileServer) -> None:
     compressed, serve_bomb = hostile.gzip_bomb(200 * MIB)
     server.route("/v2/bomb/", serve_bomb)
@@ -178,6 +183,7 @@ def test_a_gzip_bomb_is_never_inflated(server: HostileServer) -> None:
     assert {r.headers.get("accept-encoding") for r in server.requests("/v2/bomb/")} == {"identity"}
 
 
+@pytest.mark.served
 def test_json_nested_100000_deep_is_judged_not_crashed(server: HostileServer) -> None:
     server.route("/v2/deep/", hostile.document(hostile.deep_json(100_000)))
     [result] = _check(server, "deep/app:v1", deadline=5)
@@ -187,6 +193,7 @@ def test_json_nested_100000_deep_is_judged_not_crashed(server: HostileServer) ->
 # ---- lying headers and integrity ----------------------------------------------------------------
 
 
+@pytest.mark.served
 def test_a_body_that_misses_the_announced_digest_is_never_trusted(server: HostileServer) -> None:
     announced = hostile.digest_of(b"something else")
     server.route("/v2/liar/", hostile.document(small_manifest(), digest=announced))
@@ -195,6 +202,7 @@ def test_a_body_that_misses_the_announced_digest_is_never_trusted(server: Hostil
     assert result.digest is None
 
 
+@pytest.mark.served
 def test_a_body_that_misses_the_pinned_digest_is_never_trusted(server: HostileServer) -> None:
     pinned = hostile.digest_of(b"the image I meant")
     server.route("/v2/swap/", hostile.document(small_manifest(), digest=pinned))
@@ -202,6 +210,7 @@ def test_a_body_that_misses_the_pinned_digest_is_never_trusted(server: HostileSe
     assert _codes(result) == {"DIGEST_MISMATCH"} and result.digest is None
 
 
+@pytest.mark.served
 def test_content_type_that_lies_about_the_body(server: HostileServer) -> None:
     index = json.dumps({"schemaVersion": 2, "manifests": []}).encode()
     server.route("/v2/typed/", hostile.document(index, content_type=hostile.OCI_MANIFEST))
@@ -212,6 +221,7 @@ def test_content_type_that_lies_about_the_body(server: HostileServer) -> None:
 MALFORMED = ["sha256:../../../v2/evil/blobs/x", "sha256:" + "A" * 64, "md5:abc", "sha256:0\r\nX-Injected: 1"]
 
 
+@pytest.mark.served
 @pytest.mark.parametrize("bad", MALFORMED)
 def test_malformed_digests_never_reach_a_url_or_a_log(
     server: HostileServer, bad: str, caplog: pytest.LogCaptureFixture
@@ -243,6 +253,7 @@ def test_malformed_digests_never_reach_a_url_or_a_log(
 # ---- redirects --------------------------------------------------------------------------------------
 
 
+@pytest.mark.served
 def test_a_redirect_loop_ends_after_five(server: HostileServer) -> None:
     server.route("/v2/loop/", hostile.redirect("/v2/loop/app/manifests/v1"))
     [result] = _check(server, "loop/app:v1")
@@ -251,6 +262,7 @@ def test_a_redirect_loop_ends_after_five(server: HostileServer) -> None:
     assert len(server.requests("/v2/loop/")) == 6  # the request and five redirects
 
 
+@pytest.mark.served
 def test_a_redirect_from_https_to_http_is_not_followed(test_ca: CertificateAuthority) -> None:
     plain, secure = HostileServer(), HostileServer(test_ca.server_pair("hostile"))
     try:
@@ -273,6 +285,7 @@ def test_a_redirect_from_https_to_http_is_not_followed(test_ca: CertificateAutho
         secure.close()
 
 
+@pytest.mark.served
 def test_a_redirect_to_another_host_meets_the_network_guard(server: HostileServer) -> None:
     other = HostileServer().route("/", hostile.document(small_manifest()))
     try:
@@ -287,6 +300,7 @@ def test_a_redirect_to_another_host_meets_the_network_guard(server: HostileServe
 # ---- rate limits ------------------------------------------------------------------------------------
 
 
+@pytest.mark.served
 def test_429_is_retried_once_inside_the_deadline(server: HostileServer) -> None:
     server.route("/v2/busy/", hostile.status(429, [("Retry-After", "0")]))
     [result] = _check(server, "busy/app:v1")
@@ -294,6 +308,7 @@ def test_429_is_retried_once_inside_the_deadline(server: HostileServer) -> None:
     assert len(server.requests("/v2/busy/")) == 2
 
 
+@pytest.mark.served
 def test_429_whose_retry_after_passes_the_deadline_is_not_retried(server: HostileServer) -> None:
     server.route("/v2/busy/", hostile.status(429, [("Retry-After", "30")]))
     [result] = _check(server, "busy/app:v1")
@@ -301,6 +316,7 @@ def test_429_whose_retry_after_passes_the_deadline_is_not_retried(server: Hostil
     assert len(server.requests("/v2/busy/")) == 1
 
 
+@pytest.mark.served
 def test_a_burst_of_the_same_rate_limited_image_costs_one_lookup(server: HostileServer) -> None:
     server.route("/v2/busy/", hostile.status(429, [("Retry-After", "30")]))
     checker = _checker(server)
@@ -413,6 +429,7 @@ def _steady(read: Any, seconds: float = 15.0) -> int:
     return int(value)
 
 
+@pytest.mark.served
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads the worker's threads from /proc")
 def test_the_webhook_answers_every_hostile_image_in_time_and_comes_back_to_baseline(tmp_path: Path) -> None:
     server = HostileServer()

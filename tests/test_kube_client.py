@@ -99,6 +99,7 @@ def _plain_http_server() -> tuple[socket.socket, threading.Thread]:
     return listener, thread
 
 
+@pytest.mark.served
 def test_an_api_server_that_does_not_speak_tls_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -116,6 +117,7 @@ def test_an_api_server_that_does_not_speak_tls_is_one_line(
     )
 
 
+@pytest.mark.served
 @pytest.mark.parametrize("plain_http", [False, True])
 def test_the_registry_client_reads_network_errors_alike(
     capsys: pytest.CaptureFixture[str], plain_http: bool

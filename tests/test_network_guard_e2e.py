@@ -93,6 +93,7 @@ def _findings(webhook: LoudServe, images: list[str]) -> dict[str, list[str]]:
     return codes
 
 
+@pytest.mark.served
 def test_every_spelling_of_a_guarded_address_is_blocked_without_a_connection(
     tmp_path: Path, sink: socket.socket
 ) -> None:
@@ -107,6 +108,7 @@ def test_every_spelling_of_a_guarded_address_is_blocked_without_a_connection(
     assert accepted(sink) == 0
 
 
+@pytest.mark.served
 def test_a_registry_the_policy_allows_is_reached_and_no_other(tmp_path: Path, sink: socket.socket) -> None:
     allowed = f"127.0.0.1:{sink.getsockname()[1]}"
     registries: list[dict[str, object]] = [

@@ -158,6 +158,7 @@ def _policy(tmp_path: Path, server: HostileServer, mode: str) -> Path:
     return write_policy(tmp_path / f"{mode}.yaml", local_registries([server.host]), mode=mode)
 
 
+@pytest.mark.served
 @pytest.mark.parametrize("mode", ["enforce", "warn"])
 def test_registry_chosen_text_is_escaped_in_every_answer_and_log_line(
     tmp_path: Path, server: HostileServer, mode: str, caplog: pytest.LogCaptureFixture
@@ -216,6 +217,7 @@ def test_a_log_line_escapes_its_message_fields_and_error(text: str) -> None:
     }
 
 
+@pytest.mark.served
 def test_registry_chosen_text_is_escaped_in_the_check_table(
     tmp_path: Path, server: HostileServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -512,6 +512,7 @@ def _ref_at(host: str) -> ImageReference:
     return ImageReference(registry=host, repository="team/app", tag="v1", digest=None)
 
 
+@pytest.mark.served
 @pytest.mark.parametrize(
     "spelling",
     ["127.0.0.2", "2130706434", "0x7f.0.0.2", "0x7f000002", "0177.0.0.2", "127.2", "[::ffff:127.0.0.2]"],
@@ -525,6 +526,7 @@ def test_guard_refuses_every_spelling_of_a_loopback_sink(sink: socket.socket, sp
     assert accepted(sink) == 0
 
 
+@pytest.mark.served
 def test_without_the_guard_the_sink_is_reached(sink: socket.socket) -> None:
     """The control for the test above: the same request does connect when the guard is off."""
     port = sink.getsockname()[1]
@@ -574,6 +576,7 @@ def no_connect(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return attempts
 
 
+@pytest.mark.served
 def test_a_name_resolving_to_loopback_is_refused(sink: socket.socket, fake_dns: FakeDns) -> None:
     port = sink.getsockname()[1]
     fake_dns.answers["registry.test"] = [["127.0.0.2"]]

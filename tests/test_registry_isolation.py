@@ -168,6 +168,7 @@ def test_a_stalling_registry_changes_no_verdict_on_another_registry(
     assert _codes(good) == set(), good.findings
 
 
+@pytest.mark.served
 def test_a_response_never_closed_gives_its_slot_back_after_any_deadline(server: HostileServer) -> None:
     server.route("/v2/", hostile.document(b"{}", "application/json"))
     transport = RegistryTransport(ssl_context(None), guard=False, connections_per_origin=1, stale_after=0.5)
@@ -182,6 +183,7 @@ def test_a_response_never_closed_gives_its_slot_back_after_any_deadline(server: 
     assert transport.slots.in_use() == 0
 
 
+@pytest.mark.served
 def test_connections_are_counted_per_origin(server: HostileServer) -> None:
     server.route("/v2/slow/", hostile.headers_late(30))
     server.route("/v2/fast/", hostile.document(b"{}", "application/json"))
@@ -217,6 +219,7 @@ def _ignore_errors(call: Any, *args: Any) -> None:
         pass
 
 
+@pytest.mark.served
 def test_an_admission_is_answered_by_its_deadline_whatever_its_size(server: HostileServer) -> None:
     # Sixteen images of 2,000 layers each, every layer HEAD stalling: the answer comes once, at the
     # deadline plus one margin, not a grace per image one after another (that was 16 x 0.5 s more).

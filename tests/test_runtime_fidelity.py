@@ -131,6 +131,7 @@ def server() -> Iterator[HostileServer]:
     hostile_server.close()
 
 
+@pytest.mark.served
 def test_a_malformed_docker_content_digest_fails_containerd(server: HostileServer) -> None:
     config = canonical({"os": "linux", "architecture": "amd64", "rootfs": {"type": "layers", "diff_ids": []}})
     manifest = canonical(image_manifest(Blob(config, mt.OCI_CONFIG).descriptor(), []))

@@ -31,6 +31,7 @@ def _serve(tmp_path: Path, ca: CertificateAuthority) -> tuple[LoudServe, Path, P
     return webhook.wait_ready(), cert, key
 
 
+@pytest.mark.served
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1(_1)? is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1], ids=["1.0", "1.1"])
 def test_tls_below_1_2_is_refused(
@@ -52,6 +53,7 @@ def test_tls_below_1_2_is_refused(
         webhook.stop()
 
 
+@pytest.mark.served
 def test_rotation_is_served_to_new_connections_while_admissions_keep_being_answered(
     tmp_path: Path, test_ca: CertificateAuthority
 ) -> None:
