@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 
@@ -695,6 +696,35 @@ def test_push_then_head_get_and_blobs(registry: Registry) -> None:
         e.method in ("HEAD", "GET") for e in events
     )
     client.close()
+
+
+@pytest.mark.registry
+def test_one_connection_serves_a_cold_image_heads_included(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A HEAD answer is read to its end, so its connection serves the next request: the manifest HEAD,
+    # a HEAD answered 404, the manifest GET, the config GET and the layer HEAD all go over one.
+    layer = make_layer("one connection")
+    registry.push_image("client/pooled", "v1", [layer])
+    connected: list[str] = []
+    connect = httpcore.SyncBackend.connect_tcp
+
+    def counted(self: httpcore.SyncBackend, host: str, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        connected.append(host)
+        return connect(self, host, *args, **kwargs)
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", counted)
+    client = RegistryClient([_options(registry)], network_guard=True)
+    ref = parse(registry.ref("client/pooled", "v1"))
+    head = client.head_manifest(ref, "v1", Keyring.empty(), _deadline())
+    assert head.digest is not None
+    assert client.stat_blob(ref, digest_of(b"never pushed"), Keyring.empty(), _deadline()) is None
+    manifest = client.get_manifest(ref, head.digest, Keyring.empty(), _deadline())
+    client.get_blob(ref, manifest.body["config"]["digest"], Keyring.empty(), _deadline())
+    assert client.stat_blob(ref, layer.digest, Keyring.empty(), _deadline()) is not None
+    client.head_manifest(ref, "v1", Keyring.empty(), _deadline())
+    client.close()
+    assert len(connected) == 1
 
 
 @pytest.mark.registry

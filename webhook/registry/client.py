@@ -795,6 +795,10 @@ class RegistryClient:
         try:
             with self._mapped_errors(ask.where, _netloc(url), deadline), deadline_scope(deadline):
                 response = _handle_on_a_sound_connection(self._transport(options), request)
+                if method == "HEAD":
+                    # No body comes, but httpcore keeps the connection for the next request only once
+                    # it has read the answer's end: unread, every HEAD cost a new connection.
+                    response.read()
             response.request = request
             status, remaining = response.status_code, response.headers.get("ratelimit-remaining")
             return response
