@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import processes
 from webhook import mediatypes as mt
 from webhook.digests import (
     ALGORITHMS,
@@ -255,8 +256,7 @@ def schema1_registry(tmp_path: Path) -> Iterator[str]:
             pytest.fail("docker-registry did not start")
         yield f"127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        processes.stop(process, timeout=10)
 
 
 def _get_manifest(host: str, tag: str, accept: str | None) -> tuple[bytes, str, str]:

@@ -37,6 +37,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client as k8s
 
 from tests.e2e import build_binaries
+from tests.harness import processes
 
 AUDIT_POLICY = Path(__file__).resolve().parent / "audit-policy.yaml"
 SERVICE_CIDR = "10.0.0.0/24"
@@ -60,7 +61,6 @@ CRIO_1_33 = "cri-o://1.33.2"
 
 _START_ATTEMPTS = 3
 _READY_TIMEOUT = 120.0
-_STOP_TIMEOUT = 15.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -230,14 +230,7 @@ class _Process:
         return ControlPlaneError(f"{self.name} {what}; last lines of {self.log}:\n{self.tail()}")
 
     def stop(self) -> None:
-        if self.exited():
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        processes.stop(self.popen)
 
 
 def _wait_until(ready: Callable[[], bool], process: _Process, what: str, timeout: float) -> None:

@@ -23,6 +23,7 @@ import httpx
 import yaml
 
 from tests.e2e.harness import ControlPlane
+from tests.harness import processes
 from tests.harness.registry import free_port
 from webhook import certs
 
@@ -81,14 +82,7 @@ class LocalWebhook:
         raise AssertionError(f"pullcheck serve did not become ready:\n{self.output()}")
 
     def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        processes.stop(self.process)
 
 
 def _set_flags(values: dict[str, Any], prefix: str = "") -> list[str]:

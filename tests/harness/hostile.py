@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from tests.harness import processes
 from tests.harness.pki import KeyPair
 from tests.harness.registry import free_port
 
@@ -558,9 +559,4 @@ class LoudServe:
         return [line for line in self.output().splitlines() if line.startswith("LOUD-NETWORK:")]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        processes.stop(self.process)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from tests.harness import processes
 from tests.harness.images import Blob, Pusher, make_config, tar_with_file
 from webhook import mediatypes as mt
 
@@ -421,12 +422,7 @@ class ContainerdCRI(Oracle):
             self._crictl("rmp", self._sandbox, timeout=30)
             self._sandbox = ""
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            processes.stop(self._process)
             self._process = None
         # Mounts of the native snapshotter are gone once the sandbox is; the files may be root-only.
         shutil.rmtree(self.directory / "root", ignore_errors=True)

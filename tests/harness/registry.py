@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.harness import processes
 from tests.harness.images import Pusher, make_layer
 from tests.harness.pki import CertificateAuthority, self_signed_pair
 from tests.harness.tokenserver import AccessRules, TokenServer
@@ -99,12 +100,7 @@ class RegistryProcess:
     def stop(self) -> None:
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        processes.stop(self._process, timeout=10)
         self._process = None
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.harness import processes
 from tests.harness.registry import free_port
 
 _START_SECONDS = 30.0
@@ -91,12 +92,7 @@ class Webhook:
         raise AssertionError(f"pullcheck serve did not become ready:\n{self.output()}")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        processes.stop(self.process)
 
 
 def post(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
