@@ -11,9 +11,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from flask import Flask, Response, request
@@ -24,43 +24,17 @@ from webhook.admission import Decision, NodeGroup, Request
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.errors import InvalidReview, PullcheckError
-from webhook.findings import ImageResult
 from webhook.logs import FIELDS, dumps
 from webhook.metrics import Metrics
 from webhook.policy import Policy
 from webhook.policyfile import PolicyFile
+from webhook.ports import ImageChecker, NodeSource, PullSecretSource
 from webhook.reference import redacted
-from webhook.runtimes import Target
 from webhook.text import printable
 
 log = logging.getLogger("pullcheck.admission")
 
 DEFAULT_MAX_BODY = admission.MAX_REVIEW_BYTES
-
-
-class ImageChecker(Protocol):
-    def check(
-        self,
-        images: Sequence[str],
-        targets: Sequence[Target],
-        policy: Policy,
-        keyring: Keyring,
-        deadline: Deadline,
-    ) -> list[ImageResult]: ...
-
-
-class NodeSource(Protocol):
-    """Where the cluster's Pods may run (webhook.kube.NodeView)."""
-
-    def groups(self) -> list[NodeGroup]: ...
-
-    def synced(self) -> bool: ...
-
-
-class PullSecretSource(Protocol):
-    """Credentials of a namespace's Pods (webhook.kube.PullSecrets)."""
-
-    def keyring(self, namespace: str, secret_names: Sequence[str], service_account: str) -> Keyring: ...
 
 
 @dataclass(frozen=True)

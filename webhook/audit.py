@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from webhook import admission, pinning
 from webhook.admission import NodeGroup
@@ -24,6 +24,7 @@ from webhook.deadline import Deadline
 from webhook.errors import InvalidReference
 from webhook.findings import DENY, INFO, Finding, ImageResult
 from webhook.policy import Policy
+from webhook.ports import Check, PullSecretSource
 from webhook.reference import parse
 from webhook.runtimes import Target
 from webhook.workloads import Workload
@@ -34,15 +35,7 @@ PER_HOST = 8  # concurrent resolutions against one registry host
 WORKERS = 16
 IMAGE_TIMEOUT = 30.0  # seconds for one image's resolution
 
-# checker.check: images, targets, policy, keyring, deadline -> one result per image
-Check = Callable[[Sequence[str], Sequence[Target], Policy, Keyring, Deadline], list[ImageResult]]
 Progress = Callable[[int, int], None]  # (resolved, total)
-
-
-class KeyringSource(Protocol):
-    """Credentials of a namespace's Pods (webhook.kube.PullSecrets)."""
-
-    def keyring(self, namespace: str, secret_names: Sequence[str], service_account: str) -> Keyring: ...
 
 
 @dataclass(frozen=True)
@@ -96,7 +89,7 @@ def _host(image: str) -> str:
 class _Credentials:
     """Each workload's keyring (its pull secrets, then the node's), read once per secret selection."""
 
-    def __init__(self, pull_secrets: KeyringSource | None, node: Keyring) -> None:
+    def __init__(self, pull_secrets: PullSecretSource | None, node: Keyring) -> None:
         self._pull_secrets = pull_secrets
         self._node = node
         self._known: dict[tuple[str, tuple[str, ...], str], Keyring] = {}
@@ -178,7 +171,7 @@ def audit(
     policy: Policy,
     *,
     node_keyring: Keyring,
-    pull_secrets: KeyringSource | None = None,
+    pull_secrets: PullSecretSource | None = None,
     problems: Sequence[str] = (),
     per_host: int = PER_HOST,
     workers: int = WORKERS,
@@ -291,7 +284,7 @@ def start_background_audit(
     policy: Callable[[], Policy],
     check_for: Callable[[Policy], Check],
     nodes: Callable[[], Sequence[NodeGroup]],
-    pull_secrets: KeyringSource,
+    pull_secrets: PullSecretSource,
     node_keyring: Callable[[Policy], Keyring],
     on_report: Callable[[AuditReport], None],
     interval: float | None = None,

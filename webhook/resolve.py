@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, fields, replace
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from webhook import errors
 from webhook.cache import Cache, Section
@@ -44,6 +44,7 @@ from webhook.errors import (
 from webhook.findings import DENY, INFO, Answer, Finding, ImageResult
 from webhook.mediatypes import LAYER_HEAD, is_nondistributable, needs_sniffing
 from webhook.policy import DEFAULT_CACHES, Policy
+from webhook.ports import RegistrySource
 from webhook.profiles import profile_for
 from webhook.reference import ImageReference, parse, redacted
 from webhook.routes import Endpoint, Route, route_for, short_name_candidates
@@ -58,79 +59,6 @@ ANSWER_MARGIN = 0.5
 
 Task = tuple[str, Callable[[Resolution], None]]  # a fetch for one digest, recording into a resolution
 log = logging.getLogger(__name__)
-
-
-class ManifestHeadLike(Protocol):
-    @property
-    def digest(self) -> str | None: ...
-
-    @property
-    def malformed_digest(self) -> str | None: ...
-
-    @property
-    def endpoint(self) -> Endpoint | None: ...
-
-
-class BlobStatLike(Protocol):
-    @property
-    def size(self) -> int | None: ...
-
-
-class RegistrySource(Protocol):
-    """What the resolver needs of the registry client (`webhook.registry.RegistryClient`)."""
-
-    def head_manifest(
-        self,
-        ref: ImageReference,
-        reference: str,
-        keyring: Keyring,
-        deadline: Deadline,
-        route: Route | None = None,
-    ) -> ManifestHeadLike: ...
-
-    def get_manifest(
-        self,
-        ref: ImageReference,
-        reference: str,
-        keyring: Keyring,
-        deadline: Deadline,
-        expected_digest: str | None = None,
-        route: Route | None = None,
-    ) -> Document: ...
-
-    def get_blob(
-        self,
-        ref: ImageReference,
-        digest: str,
-        keyring: Keyring,
-        deadline: Deadline,
-        route: Route | None = None,
-    ) -> Document: ...
-
-    def stat_blob(
-        self,
-        ref: ImageReference,
-        digest: str,
-        keyring: Keyring,
-        deadline: Deadline,
-        route: Route | None = None,
-    ) -> BlobStatLike | None: ...
-
-    def foreign_blob_reachable(
-        self, ref: ImageReference, urls: Sequence[str], deadline: Deadline, route: Route | None = None
-    ) -> bool: ...
-
-    def read_blob_head(
-        self,
-        ref: ImageReference,
-        digest: str,
-        length: int,
-        keyring: Keyring,
-        deadline: Deadline,
-        route: Route | None = None,
-    ) -> bytes: ...
-
-    def close(self) -> None: ...
 
 
 class _SingleFlight:
