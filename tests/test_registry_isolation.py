@@ -85,7 +85,7 @@ def _steady(read: Any, at_least: int, seconds: float = 10.0) -> int:
 def _transports(checker: Checker) -> list[RegistryTransport]:
     client = checker.registry
     assert isinstance(client, RegistryClient)
-    return [t for t in client._transports.values() if isinstance(t, RegistryTransport)]
+    return [t for t in client._exchanger._transports.values() if isinstance(t, RegistryTransport)]
 
 
 def _slots_in_use(checker: Checker) -> int:

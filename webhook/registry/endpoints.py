@@ -16,7 +16,7 @@ from typing import TypeVar
 from webhook.errors import ConfigError, DeadlineExceeded, NotFound, RegistryError, RegistryUnreachable
 from webhook.policy import RegistryOptions
 from webhook.registry.transport import ssl_context
-from webhook.routes import Endpoint
+from webhook.routes import Endpoint, Route
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,19 @@ def first_answer(
         chosen = max((error for _, error in failures), key=_rank)  # max keeps the first of a rank
     tried = "; ".join(f"{endpoint.describe()}: {_detail(error, where)}" for endpoint, error in failures)
     return _raise_as(chosen, f"{where}: every endpoint failed ({tried})")
+
+
+def resolve_from(
+    route: Route, reference: str, attempt: Callable[[Endpoint], _T], where: str
+) -> tuple[_T, Endpoint]:
+    """Resolving a tag or digest: the endpoints `route` allows for it, as the runtime's resolver asks."""
+    endpoints = route.for_digest() if ":" in reference else route.for_tag()
+    return first_answer(endpoints, attempt, where, primary_last=route.sticky)
+
+
+def fetch_from(route: Route, attempt: Callable[[Endpoint], _T], where: str) -> _T:
+    """Content by digest: the route's endpoints in order, as the runtime's fetcher asks them."""
+    return first_answer(route.for_fetch(), attempt, where, primary_last=route.sticky)[0]
 
 
 def _with_http_fallback(endpoint: Endpoint, attempt: Callable[[Endpoint], _T]) -> _T:
