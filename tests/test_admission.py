@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from webhook import admission
 from webhook.admission import NodeGroup
+from webhook.codes import Code
 from webhook.errors import InvalidReview
-from webhook.findings import DENY, INFO, REMEDY, WARN, Finding, ImageResult
+from webhook.findings import ALLOW, DENY, INFO, REMEDY, WARN, Finding, ImageResult
+from webhook.policy import Mode
 from webhook.runtimes import parse_target
 
 CONTAINERD_AMD = parse_target("containerd://2.1.3", "linux/amd64")
@@ -312,9 +314,9 @@ def schema1(image: str = "registry.example/old:1") -> ImageResult:
         image,
         image,
         findings=(
-            Finding("SCHEMA1", DENY, "containerd://2.1.3", "linux/amd64", msg),
-            Finding("SCHEMA1", DENY, "containerd://2.1.3", "linux/arm64", msg),
-            Finding("SCHEMA1", WARN, "cri-o://1.33.2", "linux/amd64", "schema 1 is deprecated"),
+            Finding(Code.SCHEMA1, DENY, "containerd://2.1.3", "linux/amd64", msg),
+            Finding(Code.SCHEMA1, DENY, "containerd://2.1.3", "linux/arm64", msg),
+            Finding(Code.SCHEMA1, WARN, "cri-o://1.33.2", "linux/amd64", "schema 1 is deprecated"),
         ),
     )
 
@@ -325,7 +327,7 @@ def healthy(image: str = "registry.example/ok:1") -> ImageResult:
 
 def encrypted(image: str = "registry.example/secret:1") -> ImageResult:
     return ImageResult(
-        image, image, findings=(Finding("ENCRYPTED_LAYER", WARN, "", "", "layer 1 is encrypted"),)
+        image, image, findings=(Finding(Code.ENCRYPTED_LAYER, WARN, "", "", "layer 1 is encrypted"),)
     )
 
 
@@ -408,7 +410,7 @@ def test_audit_admits_silently_with_annotations() -> None:
 
 def test_info_findings_only_reach_the_audit_annotations() -> None:
     result = ImageResult(
-        "a:1", "docker.io/library/a:1", findings=(Finding("SHORT_NAME", INFO, "", "", "short"),)
+        "a:1", "docker.io/library/a:1", findings=(Finding(Code.SHORT_NAME, INFO, "", "", "short"),)
     )
     decision = admission.decide([result], GROUPS, "warn")
     assert decision.allowed and decision.warnings == () and decision.codes == ()
@@ -419,7 +421,7 @@ def test_info_findings_only_reach_the_audit_annotations() -> None:
 
 def test_clean_pod_has_no_annotations() -> None:
     decision = admission.decide([healthy()], GROUPS, "enforce")
-    assert decision == admission.Decision(True, "", (), {}, {"registry.example/ok:1": "allow"}, ())
+    assert decision == admission.Decision(True, "", (), {}, {"registry.example/ok:1": ALLOW}, ())
 
 
 def test_warnings_are_deduplicated() -> None:
@@ -473,7 +475,7 @@ results = st.lists(
 
 
 @given(results, st.sampled_from(["enforce", "warn", "audit"]))
-def test_warnings_always_fit_the_apiserver_limits(results: list[ImageResult], mode: str) -> None:
+def test_warnings_always_fit_the_apiserver_limits(results: list[ImageResult], mode: Mode) -> None:
     decision = admission.decide(results, GROUPS, mode)
     assert all(len(w) <= admission.WARNING_LENGTH for w in decision.warnings)
     assert sum(len(w.encode()) for w in decision.warnings) < admission.WARNINGS_TOTAL
@@ -512,7 +514,7 @@ def test_a_shortened_warning_keeps_its_fix_advice() -> None:
     assert (
         fits
         == "r.example/app:1: ENCRYPTED_LAYER warns on 3 nodes running containerd 2.1; "
-        + (REMEDY["ENCRYPTED_LAYER"])
+        + (REMEDY[Code.ENCRYPTED_LAYER])
     )
     # Too long with the remedy: a pointer to the explanation instead; the image is shortened first, then
     # where the finding bites is cut, never the advice.

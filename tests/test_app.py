@@ -19,11 +19,12 @@ from tests.harness.registry import Registry
 from tests.harness.serving import local_registries, write_policy
 from webhook.admission import NodeGroup
 from webhook.app import Settings, Webhook, build_app, create_app
+from webhook.codes import Code, Severity
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.findings import DENY, WARN, Finding, ImageResult
 from webhook.metrics import Metrics
-from webhook.policy import Exemptions, Policy
+from webhook.policy import Exemptions, Mode, OnResolutionError, Policy
 from webhook.runtimes import Target, parse_target
 
 AMD = parse_target("containerd://2.1.3", "linux/amd64")
@@ -75,8 +76,10 @@ class RecordingChecker:
         return [ImageResult(i, i, findings=policy.apply(self.answers.get(i, ()))) for i in images]
 
 
-SCHEMA1 = (Finding("SCHEMA1", DENY, "containerd://2.1.3", "linux/amd64", "schema 1 is no longer supported"),)
-ENCRYPTED = (Finding("ENCRYPTED_LAYER", WARN, "", "", "layer 1 is encrypted"),)
+SCHEMA1 = (
+    Finding(Code.SCHEMA1, DENY, "containerd://2.1.3", "linux/amd64", "schema 1 is no longer supported"),
+)
+ENCRYPTED = (Finding(Code.ENCRYPTED_LAYER, WARN, "", "", "layer 1 is encrypted"),)
 
 
 class Nodes:
@@ -241,7 +244,7 @@ def test_workloads_are_judged_by_their_pod_template(kind: str) -> None:
 
 
 def test_policy_severity_override_applies() -> None:
-    policy = Policy(mode="enforce", severities={"SCHEMA1": "warn"})
+    policy = Policy(mode="enforce", severities={Code.SCHEMA1: Severity.WARN})
     client, _ = make_client(RecordingChecker({"old:1": SCHEMA1}), policy)
     response = answer(client, review("old:1"))
     assert response["allowed"] is True and "SCHEMA1" in response["warnings"][0]
@@ -289,7 +292,7 @@ def test_targets_come_from_the_nodes_narrowed_by_the_pod() -> None:
 
 
 def test_node_counts_reach_the_message() -> None:
-    finding = (Finding("SCHEMA1", DENY, "containerd://2.1.3", "linux/arm64", "no"),)
+    finding = (Finding(Code.SCHEMA1, DENY, "containerd://2.1.3", "linux/arm64", "no"),)
     nodes = Nodes([NodeGroup(AMD, 3, {}), NodeGroup(ARM, 2, {})])
     client, _ = make_client(RecordingChecker({"old:1": finding}), Policy(mode="enforce"), nodes=nodes)
     message = answer(client, review("old:1"))["status"]["message"]
@@ -335,7 +338,7 @@ def test_pull_secrets_of_the_namespace_come_before_node_credentials() -> None:
     [("enforce", "deny", False, False), ("enforce", "warn", True, True), ("warn", "allow", True, False)],
 )
 def test_an_unexpected_failure_follows_on_resolution_error(
-    mode: str, on_error: str, allowed: bool, warned: bool
+    mode: Mode, on_error: OnResolutionError, allowed: bool, warned: bool
 ) -> None:
     client, _ = make_client(
         RecordingChecker(error=RuntimeError("boom")), Policy(mode=mode, on_resolution_error=on_error)
@@ -495,6 +498,6 @@ def test_examples_are_denied_warned_or_audited_as_the_mode_says(
 
 def test_a_lone_surrogate_from_a_registry_still_gets_an_answer() -> None:
     # A registry's JSON may escape half a surrogate pair; the fast encoder refuses such a string.
-    lone = (Finding("SCHEMA1", DENY, "containerd://2.1.3", "linux/amd64", "media type \ud800"),)
+    lone = (Finding(Code.SCHEMA1, DENY, "containerd://2.1.3", "linux/amd64", "media type \ud800"),)
     client, _ = make_client(RecordingChecker({"r.example/a:1": lone}), Policy(mode="enforce"))
     assert answer(client, review("r.example/a:1"))["allowed"] is False

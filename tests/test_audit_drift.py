@@ -11,6 +11,7 @@ from tests.harness.registry import Registry
 from webhook import render
 from webhook.admission import static_groups
 from webhook.audit import Placement, audit, with_drift
+from webhook.codes import Code, Severity
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.findings import INFO, ImageResult
@@ -92,10 +93,14 @@ def test_no_drift_for_the_current_digest_an_index_child_a_digested_image_or_noth
 
 
 def test_the_policy_can_raise_or_drop_drift() -> None:
-    raised = with_drift(_result("app:1"), frozenset({OLD}), Policy(severities={"DIGEST_DRIFT": "warn"}))
+    raised = with_drift(
+        _result("app:1"), frozenset({OLD}), Policy(severities={Code.DIGEST_DRIFT: Severity.WARN})
+    )
     assert raised.verdict == "warn"
     assert (
-        with_drift(_result("app:1"), frozenset({OLD}), Policy(severities={"DIGEST_DRIFT": "allow"})).findings
+        with_drift(
+            _result("app:1"), frozenset({OLD}), Policy(severities={Code.DIGEST_DRIFT: Severity.ALLOW})
+        ).findings
         == ()
     )
 

@@ -29,7 +29,17 @@ from webhook.app import Settings, create_app
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.digests import digest_of
-from webhook.documents import CONFIG, INDEX, MANIFEST, SCHEMA1, Document, Resolution, structure_of, validated
+from webhook.documents import (
+    CONFIG,
+    INDEX,
+    MANIFEST,
+    SCHEMA1,
+    Document,
+    DocumentKind,
+    Resolution,
+    structure_of,
+    validated,
+)
 from webhook.errors import InvalidDocument
 from webhook.findings import DENY, ImageResult
 from webhook.policy import Policy
@@ -132,7 +142,7 @@ def _codes(result: ImageResult) -> set[str]:
     return {f.code for f in result.findings}
 
 
-def _invalid(body: Any, kind: str) -> bool:
+def _invalid(body: Any, kind: DocumentKind) -> bool:
     try:
         validated(body, kind, "document")
     except InvalidDocument:
@@ -172,7 +182,7 @@ CONFIG_DIGEST = "sha256:" + "c" * 64
         (CONFIG, None, "not JSON"),
     ],
 )
-def test_a_field_of_the_wrong_type_is_an_invalid_document(kind: str, body: Any, says: str) -> None:
+def test_a_field_of_the_wrong_type_is_an_invalid_document(kind: DocumentKind, body: Any, says: str) -> None:
     with pytest.raises(InvalidDocument, match="^the document: ") as raised:
         validated(body, kind, "the document")
     assert says in str(raised.value)
@@ -188,12 +198,13 @@ def test_nulls_are_absent_and_unknown_fields_kept_as_go_reads_them() -> None:
 def test_documents_that_decode_pass_unchanged() -> None:
     config = encoded(oci_config())
     child = encoded(oci_manifest(config))
-    for body, kind in [
+    cases: list[tuple[Any, DocumentKind]] = [
         (oci_config(), CONFIG),
         (oci_manifest(config), MANIFEST),
         (oci_index(child), INDEX),
         (schema1_manifest(), SCHEMA1),
-    ]:
+    ]
+    for body, kind in cases:
         assert validated(body, kind, "d") == body
     assert Document.from_bytes(digest_of(config), "", config, config=True).body == oci_config()
 

@@ -25,6 +25,7 @@ from webhook.admission import static_groups
 from webhook.app import Settings, create_app
 from webhook.audit import AuditReport, ImageAudit
 from webhook.cli import main
+from webhook.codes import Code
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.digests import digest_of
@@ -32,7 +33,7 @@ from webhook.findings import DENY, WARN, Finding, ImageResult
 from webhook.kube.policyreport import report_bodies
 from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics
-from webhook.policy import Policy
+from webhook.policy import Mode, Policy
 from webhook.resolve import Checker
 from webhook.runtimes import default_targets
 from webhook.text import printable
@@ -70,9 +71,9 @@ TARGET = default_targets()[0]
 
 def hostile_results() -> list[ImageResult]:
     finding = Finding(
-        "UNSUPPORTED_LAYER", DENY, str(TARGET.runtime), str(TARGET.platform), f"layer type {HOSTILE}"
+        Code.UNSUPPORTED_LAYER, DENY, str(TARGET.runtime), str(TARGET.platform), f"layer type {HOSTILE}"
     )
-    warning = Finding("ENCRYPTED_LAYER", WARN, "", "", f"layer is encrypted ({HOSTILE})")
+    warning = Finding(Code.ENCRYPTED_LAYER, WARN, "", "", f"layer is encrypted ({HOSTILE})")
     return [
         ImageResult(f"registry.example/app{HOSTILE}:1", None, findings=(finding,)),
         ImageResult(f"registry.example/other:1{HOSTILE}", None, findings=(warning,)),
@@ -80,7 +81,7 @@ def hostile_results() -> list[ImageResult]:
 
 
 @pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
-def test_no_response_field_carries_raw_registry_or_pod_text(mode: str) -> None:
+def test_no_response_field_carries_raw_registry_or_pod_text(mode: Mode) -> None:
     decision = admission.decide(hostile_results(), static_groups([TARGET]), mode)
     answer = admission.response("admission.k8s.io/v1", "uid", decision)
     assert not raw_characters(answer)
@@ -92,7 +93,7 @@ def test_no_response_field_carries_raw_registry_or_pod_text(mode: str) -> None:
 def test_a_control_character_in_an_image_name_still_gives_a_warning_the_apiserver_keeps() -> None:
     """k8s.io/apimachinery's NewWarningHeader refuses text with a control character: the warning was lost."""
     image = "registry.example/app:1\x07"
-    result = ImageResult(image, None, findings=(Finding("ENCRYPTED_LAYER", WARN, "", "", "encrypted"),))
+    result = ImageResult(image, None, findings=(Finding(Code.ENCRYPTED_LAYER, WARN, "", "", "encrypted"),))
     decision = admission.decide([result], static_groups([TARGET]), "warn")
     [warning] = decision.warnings
     assert warning.startswith("registry.example/app:1\\x07: ENCRYPTED_LAYER warns")

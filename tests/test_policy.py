@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from webhook.codes import Code, Severity
 from webhook.errors import ConfigError
 from webhook.findings import Finding
 from webhook.policy import MIB, CacheLimits, MirrorOptions, Policy, RegistryOptions
@@ -110,9 +111,9 @@ def test_severity_overrides_and_resolution_outcome() -> None:
         {"onResolutionError": "deny", "severities": {"SCHEMA1": "allow", "NOT_FOUND": "warn"}}
     )
     findings = [
-        Finding("SCHEMA1", "deny", "containerd://2.1.0", "linux/amd64", "schema 1"),
-        Finding("NOT_FOUND", "deny", "containerd://2.1.0", "linux/amd64", "no tag"),
-        Finding("UNAUTHORIZED", "warn", "containerd://2.1.0", "linux/amd64", "refused"),
+        Finding(Code.SCHEMA1, Severity.DENY, "containerd://2.1.0", "linux/amd64", "schema 1"),
+        Finding(Code.NOT_FOUND, Severity.DENY, "containerd://2.1.0", "linux/amd64", "no tag"),
+        Finding(Code.UNAUTHORIZED, Severity.WARN, "containerd://2.1.0", "linux/amd64", "refused"),
     ]
     assert [(f.code, f.severity) for f in policy.apply(findings)] == [
         ("NOT_FOUND", "warn"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from webhook import profiles
+from webhook.codes import Code
 from webhook.runtimes import parse_runtime
 
 
@@ -26,10 +27,10 @@ def test_profile_of_version(runtime: str, profile: profiles.Profile) -> None:
 
 
 def test_severity_defaults_come_from_the_profile() -> None:
-    assert profiles.CONTAINERD_1_6.severity("SCHEMA1") == "info"
-    assert profiles.CONTAINERD_2_0.severity("SCHEMA1") == "deny"
-    assert profiles.CRIO.severity("MIXED_MEDIA_TYPES") == "deny"
-    assert profiles.CONTAINERD_2_1.severity("MIXED_MEDIA_TYPES") == "info"
-    assert profiles.CRIO.severity("SHORT_NAME") == "warn"
-    assert profiles.DOCKER_26.severity("SHORT_NAME") == "info"
-    assert profiles.CRIO.severity("NOT_FOUND") == "deny"
+    assert profiles.CONTAINERD_1_6.severity(Code.SCHEMA1) == "info"
+    assert profiles.CONTAINERD_2_0.severity(Code.SCHEMA1) == "deny"
+    assert profiles.CRIO.severity(Code.MIXED_MEDIA_TYPES) == "deny"
+    assert profiles.CONTAINERD_2_1.severity(Code.MIXED_MEDIA_TYPES) == "info"
+    assert profiles.CRIO.severity(Code.SHORT_NAME) == "warn"
+    assert profiles.DOCKER_26.severity(Code.SHORT_NAME) == "info"
+    assert profiles.CRIO.severity(Code.NOT_FOUND) == "deny"

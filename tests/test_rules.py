@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from webhook import mediatypes as mt
+from webhook.codes import Code, Severity
 from webhook.digests import digest_of
 from webhook.documents import Document, Problem, Resolution
 from webhook.findings import DENY, INFO, WARN, Finding, worst
@@ -121,11 +122,11 @@ class Image:
         return judge(self.resolution, parse_target(runtime, platform))
 
 
-def codes(findings: list[Finding]) -> dict[str, str]:
+def codes(findings: list[Finding]) -> dict[Code, Severity]:
     """code -> severity (the worst one when a code appears more than once)."""
-    result: dict[str, str] = {}
+    result: dict[Code, Severity] = {}
     for f in findings:
-        result[f.code] = worst([result.get(f.code, "allow"), f.severity]) if f.code in result else f.severity
+        result[f.code] = worst([result[f.code], f.severity]) if f.code in result else f.severity
     return result
 
 
@@ -225,7 +226,7 @@ def test_schema1_missing_layer() -> None:
     image = Image()
     image.schema1()
     image.resolution.missing.add("sha256:" + "a" * 64)
-    assert codes(image.judge(CONTAINERD_16))["MISSING_BLOB"] == DENY
+    assert codes(image.judge(CONTAINERD_16))[Code.MISSING_BLOB] == DENY
 
 
 # -- platforms ----------------------------------------------------------------------------------------
@@ -425,7 +426,7 @@ def test_index_child_missing_or_unreadable() -> None:
     image.resolution.missing.add(child.digest)
     assert codes(image.judge(CRIO)) == {"MISSING_BLOB": DENY}
     image.resolution.missing.clear()
-    image.resolution.failures[child.digest] = Problem("DIGEST_MISMATCH", "bytes do not match")
+    image.resolution.failures[child.digest] = Problem(Code.DIGEST_MISMATCH, "bytes do not match")
     assert codes(image.judge(CRIO)) == {"DIGEST_MISMATCH": DENY}
 
 
@@ -578,7 +579,7 @@ def test_layer_check_that_failed_is_reported() -> None:
     image = Image()
     manifest = image.manifest()
     image.resolution.failures[manifest.body["layers"][0]["digest"]] = Problem(
-        "REGISTRY_UNREACHABLE", "HTTP 500"
+        Code.REGISTRY_UNREACHABLE, "HTTP 500"
     )
     assert codes(image.judge(CRIO)) == {"REGISTRY_UNREACHABLE": WARN}
 
@@ -620,11 +621,11 @@ def test_content_type_against_body(content_type: str, body_kind: str) -> None:
     else:
         image.manifest(content_type=content_type)
     for runtime in (CONTAINERD_21, CRIO):
-        assert codes(image.judge(runtime)).get("MEDIA_TYPE_MISMATCH") == DENY
+        assert codes(image.judge(runtime)).get(Code.MEDIA_TYPE_MISMATCH) == DENY
 
 
 def test_resolution_error_becomes_a_finding_per_target() -> None:
-    resolution = Resolution("x", error=Problem("NOT_FOUND", "tag v9 not found"))
+    resolution = Resolution("x", error=Problem(Code.NOT_FOUND, "tag v9 not found"))
     for runtime in (CONTAINERD_21, CRIO):
         [finding] = judge(resolution, parse_target(runtime, "linux/amd64"))
         assert (finding.code, finding.severity, finding.message) == ("NOT_FOUND", DENY, "tag v9 not found")

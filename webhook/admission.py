@@ -13,8 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from webhook.codes import Code, Severity
 from webhook.errors import InvalidReview
 from webhook.findings import ALLOW, DENY, INFO, REMEDY, WARN, Finding, ImageResult, worst
+from webhook.policy import Mode
 from webhook.runtimes import Target
 from webhook.text import printable
 
@@ -424,11 +426,11 @@ def _fit(text: str, limit: int) -> str:
     return (cut[:space] if space > limit // 2 else cut).rstrip(" ;,") + "..."
 
 
-def _remedy(code: str) -> str:
+def _remedy(code: Code) -> str:
     return REMEDY.get(code, "see the pullcheck documentation")
 
 
-def _with_advice(image: str, what: str, code: str) -> str:
+def _with_advice(image: str, what: str, code: Code) -> str:
     """'image: what; remedy' in one warning. When that is too long, the remedy becomes a pointer to
     `pullcheck explain CODE` (which has the commands), then the image is shortened, then `what` is cut:
     the advice is never cut off, and where the finding bites is kept as long as it can be."""
@@ -443,8 +445,8 @@ def _with_advice(image: str, what: str, code: str) -> str:
     return f"{cut}; {pointer}"
 
 
-def _by_code(result: ImageResult, severity: str) -> dict[str, list[Finding]]:
-    codes: dict[str, list[Finding]] = {}
+def _by_code(result: ImageResult, severity: Severity) -> dict[Code, list[Finding]]:
+    codes: dict[Code, list[Finding]] = {}
     for finding in result.findings:
         if finding.severity == severity:
             codes.setdefault(finding.code, []).append(finding)
@@ -457,8 +459,8 @@ class Decision:
     message: str  # why it was refused; '' when allowed
     warnings: tuple[str, ...]
     audit_annotations: Mapping[str, str]
-    verdicts: Mapping[str, str]  # image -> deny | warn | allow, for logs and metrics
-    codes: tuple[str, ...]  # finding codes of deny and warn findings, for metrics
+    verdicts: Mapping[str, Severity]  # image -> deny | warn | allow, for logs and metrics
+    codes: tuple[Code, ...]  # finding codes of deny and warn findings, for metrics
 
 
 def _denial(results: Sequence[ImageResult], groups: Sequence[NodeGroup]) -> str:
@@ -473,7 +475,7 @@ def _denial(results: Sequence[ImageResult], groups: Sequence[NodeGroup]) -> str:
 
 
 def _warnings(
-    results: Sequence[ImageResult], groups: Sequence[NodeGroup], severities: Sequence[str]
+    results: Sequence[ImageResult], groups: Sequence[NodeGroup], severities: Sequence[Severity]
 ) -> list[str]:
     lines: list[str] = []
     for result in results:
@@ -530,7 +532,7 @@ def _audit_annotations(results: Sequence[ImageResult], groups: Sequence[NodeGrou
     return annotations
 
 
-def decide(results: Sequence[ImageResult], groups: Sequence[NodeGroup], mode: str) -> Decision:
+def decide(results: Sequence[ImageResult], groups: Sequence[NodeGroup], mode: Mode) -> Decision:
     """The answer for the policy's mode: enforce refuses a deny verdict, warn admits with warnings,
     audit admits silently; findings always go to the audit annotations."""
     if not any(r.findings for r in results):  # the common case: nothing to refuse, warn or note

@@ -21,12 +21,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webhook import admission, pinning, wiring
 from webhook.admission import Decision, NodeGroup, Request
+from webhook.codes import Code
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.errors import InvalidReview, PullcheckError
 from webhook.logs import FIELDS, dumps
 from webhook.metrics import Metrics
-from webhook.policy import Policy
+from webhook.policy import Mode, Policy
 from webhook.policyfile import PolicyFile
 from webhook.ports import ImageChecker, NodeSource, PullSecretSource
 from webhook.reference import redacted
@@ -115,7 +116,7 @@ class Outcome:
     """What one admission did, for the response, the log line and the metrics."""
 
     request: Request
-    mode: str
+    mode: Mode
     decision: Decision
     exempt: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
@@ -205,11 +206,13 @@ class Webhook:
             f"pullcheck could not judge this request ({type(error).__name__}); onResolutionError: {outcome}"
         )
         if outcome == "deny" and policy.mode == "enforce":
-            decision = Decision(False, reason, (), {}, {}, ("INTERNAL_ERROR",))
+            decision = Decision(False, reason, (), {}, {}, (Code.INTERNAL_ERROR,))
         elif outcome == "allow" or policy.mode == "audit":
-            decision = Decision(True, "", (), {"error": reason}, {}, ("INTERNAL_ERROR",))
+            decision = Decision(True, "", (), {"error": reason}, {}, (Code.INTERNAL_ERROR,))
         else:
-            decision = Decision(True, "", (reason[: admission.WARNING_LENGTH],), {}, {}, ("INTERNAL_ERROR",))
+            decision = Decision(
+                True, "", (reason[: admission.WARNING_LENGTH],), {}, {}, (Code.INTERNAL_ERROR,)
+            )
         return Outcome(req, policy.mode, decision)
 
 

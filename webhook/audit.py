@@ -19,6 +19,7 @@ from typing import Any
 
 from webhook import admission, pinning
 from webhook.admission import NodeGroup
+from webhook.codes import Code
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.errors import InvalidReference
@@ -239,7 +240,7 @@ def with_drift(result: ImageResult, running: frozenset[str] | None, policy: Poli
     if not stale:
         return result
     message = f"running Pods use {', '.join(map(_short, stale))}; the tag now names {_short(result.digest)}"
-    drift = policy.apply([Finding("DIGEST_DRIFT", INFO, "", "", message)])
+    drift = policy.apply([Finding(Code.DIGEST_DRIFT, INFO, "", "", message)])
     return replace(result, findings=(*result.findings, *drift)) if drift else result
 
 

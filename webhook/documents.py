@@ -17,21 +17,28 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 from webhook import mediatypes as mt
+from webhook.codes import Code
 from webhook.digests import quoted
 from webhook.errors import InvalidDocument
 
-INDEX, MANIFEST, SCHEMA1, UNKNOWN = "index", "manifest", "schema1", "unknown"
-CONFIG = "config"  # an image config blob (the other kinds are told apart by their fields)
+# What a manifest body is, told apart by its fields; a config is known by where it was fetched from.
+Structure = Literal["index", "manifest", "schema1", "unknown"]
+DocumentKind = Literal[Structure, "config"]
+INDEX: Final = "index"
+MANIFEST: Final = "manifest"
+SCHEMA1: Final = "schema1"
+UNKNOWN: Final = "unknown"
+CONFIG: Final = "config"  # an image config blob
 
 
 @dataclass(frozen=True)
 class Problem:
     """Why something could not be fetched: a finding code and a one-line message."""
 
-    code: str
+    code: Code
     message: str
 
 
@@ -52,17 +59,17 @@ class Document:
             body = json.loads(data)
         except (ValueError, RecursionError):
             body = None
-        kind = CONFIG if config else structure_of(body)
+        kind: DocumentKind = CONFIG if config else structure_of(body)
         what = f"{'image config' if config else 'manifest'} {digest}"
         return Document(digest, mt.strip_parameters(content_type), len(data), validated(body, kind, what))
 
     @property
-    def structure(self) -> str:
+    def structure(self) -> Structure:
         """What the body is, by its fields (not by Content-Type)."""
         return structure_of(self.body)
 
 
-def structure_of(body: Any) -> str:
+def structure_of(body: Any) -> Structure:
     if not isinstance(body, Mapping):
         return UNKNOWN
     if "fsLayers" in body or body.get("schemaVersion") == 1:
@@ -292,10 +299,15 @@ _CONFIG = _Object(
         ),
     }
 )
-_SHAPES: Mapping[str, _Shape] = {MANIFEST: _MANIFEST, INDEX: _INDEX, SCHEMA1: _SCHEMA1, CONFIG: _CONFIG}
+_SHAPES: Mapping[DocumentKind, _Shape] = {
+    MANIFEST: _MANIFEST,
+    INDEX: _INDEX,
+    SCHEMA1: _SCHEMA1,
+    CONFIG: _CONFIG,
+}
 
 
-def validated(body: Any, kind: str, what: str) -> Any:
+def validated(body: Any, kind: DocumentKind, what: str) -> Any:
     """`body` checked as a document of `kind` (INDEX, MANIFEST, SCHEMA1, CONFIG), nulls of known fields
     dropped; UNKNOWN bodies come back as they are (the rules say what they are not). Raises
     InvalidDocument naming `what` and the first field that has the wrong type."""

@@ -7,14 +7,14 @@
     ├── ClusterError           the Kubernetes API refused or failed a request pullcheck needed
     └── RegistryError          the registry did not give us what the image needs; carries a finding code
         ├── NotFound               NOT_FOUND: the tag or manifest digest does not exist
-        ├── MissingBlob            MISSING_BLOB: a config, layer or child manifest is absent
+        ├── NotAnImage             NOT_AN_IMAGE: the digest names a blob (an image ID), not a manifest
         ├── Unauthorized           UNAUTHORIZED: every available credential was refused
         ├── RateLimited            RATE_LIMITED: 429, with Retry-After and the rate-limit headers
-        ├── RegistryUnreachable    REGISTRY_UNREACHABLE: connection, TLS, timeout, 5xx, deadline
+        ├── RegistryUnreachable    REGISTRY_UNREACHABLE: connection, TLS, timeout, 5xx
+        │   └── DeadlineExceeded       the resolution deadline passed before the registry answered
         ├── BlockedRegistry        BLOCKED_REGISTRY: refused by the network guard or the registry policy
         ├── DigestMismatch         DIGEST_MISMATCH: bytes do not hash to the expected digest
         ├── ManifestTooLarge       MANIFEST_TOO_LARGE: a manifest or config over the read cap
-        ├── MediaTypeMismatch      MEDIA_TYPE_MISMATCH: a body that is not what it claims to be
         └── InvalidDocument        INVALID_DOCUMENT: a field of a manifest, index or config has the wrong type
 
 Every message is one line meant for a person; none ever contains a credential.
@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+
+from webhook.codes import Code
 
 
 class PullcheckError(Exception):
@@ -49,23 +51,19 @@ class ClusterError(PullcheckError):
 class RegistryError(PullcheckError):
     """A registry interaction failed in a way that becomes a finding."""
 
-    code = "REGISTRY_UNREACHABLE"
+    code: Code = Code.REGISTRY_UNREACHABLE
 
 
 class NotFound(RegistryError):
-    code = "NOT_FOUND"
-
-
-class MissingBlob(RegistryError):
-    code = "MISSING_BLOB"
+    code = Code.NOT_FOUND
 
 
 class Unauthorized(RegistryError):
-    code = "UNAUTHORIZED"
+    code = Code.UNAUTHORIZED
 
 
 class RateLimited(RegistryError):
-    code = "RATE_LIMITED"
+    code = Code.RATE_LIMITED
 
     def __init__(
         self, message: str, retry_after: float | None = None, headers: dict[str, str] | None = None
@@ -76,7 +74,7 @@ class RateLimited(RegistryError):
 
 
 class RegistryUnreachable(RegistryError):
-    code = "REGISTRY_UNREACHABLE"
+    code = Code.REGISTRY_UNREACHABLE
 
 
 class DeadlineExceeded(RegistryUnreachable):
@@ -84,31 +82,27 @@ class DeadlineExceeded(RegistryUnreachable):
 
 
 class BlockedRegistry(RegistryError):
-    code = "BLOCKED_REGISTRY"
+    code = Code.BLOCKED_REGISTRY
 
 
 class NotAnImage(RegistryError):
-    code = "NOT_AN_IMAGE"
+    code = Code.NOT_AN_IMAGE
 
 
 class DigestMismatch(RegistryError):
-    code = "DIGEST_MISMATCH"
+    code = Code.DIGEST_MISMATCH
 
 
 class ManifestTooLarge(RegistryError):
-    code = "MANIFEST_TOO_LARGE"
+    code = Code.MANIFEST_TOO_LARGE
 
     def __init__(self, message: str, size: int | None = None) -> None:
         super().__init__(message)
         self.size = size
 
 
-class MediaTypeMismatch(RegistryError):
-    code = "MEDIA_TYPE_MISMATCH"
-
-
 class InvalidDocument(RegistryError):
-    code = "INVALID_DOCUMENT"
+    code = Code.INVALID_DOCUMENT
 
 
 def network_cause(error: BaseException) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from webhook.codes import Code
+
 
 @dataclass(frozen=True)
 class Explanation:
@@ -33,7 +35,7 @@ _RESOLUTION_SEVERITY = (
 )
 
 EXPLANATIONS: Mapping[str, Explanation] = {
-    "SCHEMA1": Explanation(
+    Code.SCHEMA1: Explanation(
         title="Docker V2 Schema 1 manifest",
         meaning="The image is stored in the Docker Image Manifest V2 Schema 1 format (signed or unsigned, or "
         "a schema 1 body under another type), which containerd 2.x and Docker Engine 26 and later no "
@@ -71,7 +73,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "for an image you do not own, use a newer tag (e.g. `registry.k8s.io/pause:3.10`)",
         ),
     ),
-    "NO_MATCHING_PLATFORM": Explanation(
+    Code.NO_MATCHING_PLATFORM: Explanation(
         title="No index entry for the node's platform",
         meaning="The image is an index (multi-platform image) with no entry that the runtime selects for the "
         "node's os/architecture, with that runtime's own fallbacks. The pull fails on those nodes.",
@@ -99,7 +101,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         ),
         fixes=_PLATFORM_FIXES,
     ),
-    "PLATFORM_MISMATCH": Explanation(
+    Code.PLATFORM_MISMATCH: Explanation(
         title="Single-platform image for another platform",
         meaning="The image is built for one platform only and its config names an os/architecture the node "
         "cannot run. Runtimes pull it; the container then fails to start.",
@@ -110,7 +112,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         errors=("exec /bin/sh: exec format error",),
         fixes=_PLATFORM_FIXES,
     ),
-    "NOT_AN_IMAGE": Explanation(
+    Code.NOT_AN_IMAGE: Explanation(
         title="An artifact, not a container image",
         meaning="The config media type is not an image config (a Helm chart, a signature, an SBOM, a wasm "
         "module), or the digest names a blob (an image ID used as a digest). No container can run from it. "
@@ -139,7 +141,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "inspect it: `skopeo inspect --raw docker://IMAGE | jq '.config.mediaType, .artifactType'`",
         ),
     ),
-    "MIXED_MEDIA_TYPES": Explanation(
+    Code.MIXED_MEDIA_TYPES: Explanation(
         title="OCI and Docker media types mixed in one manifest",
         meaning="An OCI manifest carries a Docker config, or a Docker v2s2 manifest carries OCI layer types. "
         "CRI-O refuses the mix; containerd accepts it.",
@@ -150,7 +152,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         ),
         fixes=(_REPUSH_OCI, "or rebuild with one tool chain that writes one family of types"),
     ),
-    "UNSUPPORTED_LAYER": Explanation(
+    Code.UNSUPPORTED_LAYER: Explanation(
         title="A layer type the runtime cannot apply",
         meaning="A layer's media type is one the runtime has no processor for, or the image has more layers "
         "than the runtime stacks. The pull or the container start fails.",
@@ -173,7 +175,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "too many layers: combine RUN steps, or copy the result of a multi-stage build into one stage",
         ),
     ),
-    "ENCRYPTED_LAYER": Explanation(
+    Code.ENCRYPTED_LAYER: Explanation(
         title="Encrypted layer",
         meaning="A layer is `+encrypted` (ocicrypt). It unpacks only on nodes that hold the decryption keys.",
         runtimes=(
@@ -187,7 +189,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "nodes are already configured",
         ),
     ),
-    "NONDISTRIBUTABLE_LAYER": Explanation(
+    Code.NONDISTRIBUTABLE_LAYER: Explanation(
         title="Foreign (non-distributable) layer",
         meaning="A layer is foreign or non-distributable: the node fetches it from the layer's `urls`, not "
         "from the registry (Windows base layers). Nodes without access to those URLs fail the pull.",
@@ -201,7 +203,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "docker://MIRROR/IMAGE` (crane: `crane copy --allow-nondistributable-artifacts`)",
         ),
     ),
-    "ROOTFS_MISMATCH": Explanation(
+    Code.ROOTFS_MISMATCH: Explanation(
         title="Config diff_ids do not match the layers",
         meaning="The config's `rootfs.diff_ids` do not match the manifest's layers (another count, or the "
         "compressed digests). The image cannot be unpacked.",
@@ -222,7 +224,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "rebuild the image with a standard builder (docker buildx, buildah, kaniko) and push it again",
         ),
     ),
-    "MEDIA_TYPE_MISMATCH": Explanation(
+    Code.MEDIA_TYPE_MISMATCH: Explanation(
         title="Content-Type disagrees with the manifest",
         meaning="The registry serves the manifest with a Content-Type its body does not match, or with a "
         "type the runtime does not pull. Runtimes take the type from the header.",
@@ -244,7 +246,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "or fix the registry or proxy in front of it that rewrites Content-Type",
         ),
     ),
-    "INVALID_DOCUMENT": Explanation(
+    Code.INVALID_DOCUMENT: Explanation(
         title="A manifest, index or config field of the wrong type",
         meaning="A field of the image's manifest, index or config has a type the runtimes' JSON decoders "
         "refuse (a list, number, boolean or object where a string belongs, a descriptor without a digest, "
@@ -265,7 +267,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "or generated manifest is the usual cause",
         ),
     ),
-    "MANIFEST_TOO_LARGE": Explanation(
+    Code.MANIFEST_TOO_LARGE: Explanation(
         title="Manifest or config over the runtime's size limit",
         meaning="A manifest or config is larger than the runtime reads. The pull fails.",
         runtimes=(
@@ -278,7 +280,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "(`docker buildx build --provenance=false …`)",
         ),
     ),
-    "DIGEST_MISMATCH": Explanation(
+    Code.DIGEST_MISMATCH: Explanation(
         title="Content does not match its digest",
         meaning="The bytes served do not hash to the pinned digest or the one the registry announced. "
         "Runtimes refuse content that fails verification.",
@@ -296,7 +298,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "if the registry or a proxy changes content, fix it; otherwise push the image again",
         ),
     ),
-    "SIZE_MISMATCH": Explanation(
+    Code.SIZE_MISMATCH: Explanation(
         title="A descriptor's size does not match the content",
         meaning="A descriptor's `size` (an index entry, the config or a layer) differs from what the "
         "registry serves. Runtimes that check sizes refuse the content.",
@@ -310,7 +312,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "then written from the content",
         ),
     ),
-    "NOT_FOUND": Explanation(
+    Code.NOT_FOUND: Explanation(
         title="Tag or digest not found",
         meaning="The registry has no manifest for this tag or digest.",
         runtimes=(("every runtime", "fails the pull; the Pod stays in ImagePullBackOff"),),
@@ -323,7 +325,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "fix the name, tag or digest in the manifest, or push the image",
         ),
     ),
-    "MISSING_BLOB": Explanation(
+    Code.MISSING_BLOB: Explanation(
         title="Part of the image is missing from the registry",
         meaning="The config, a layer or the selected child manifest is absent from the registry: the "
         "manifest is there, the content is not (a partial push or garbage collection).",
@@ -331,7 +333,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         errors=("failed to copy: httpReadSeeker: failed open: content at … not found", "blob unknown"),
         fixes=("push the whole image again: `skopeo copy docker://SOURCE docker://IMAGE`",),
     ),
-    "INVALID_REFERENCE": Explanation(
+    Code.INVALID_REFERENCE: Explanation(
         title="Not a valid image reference",
         meaning="The image string does not parse as a reference (distribution/reference grammar: lower-case "
         "repository path of at most 255 characters, tag `[\\w][\\w.-]{0,127}`, optional host:port).",
@@ -339,7 +341,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         errors=("InvalidImageName", "Failed to apply default image tag: couldn't parse image name"),
         fixes=("fix the image string: `registry.example.com/team/app:1.2.3` or `…@sha256:<64 hex>`",),
     ),
-    "SHORT_NAME": Explanation(
+    Code.SHORT_NAME: Explanation(
         title="Unqualified image name",
         meaning="The name has no registry (`nginx`). containerd and the kubelet read it as "
         "`docker.io/library/nginx`; CRI-O resolves it through the node's `registries.conf`, so it can "
@@ -359,7 +361,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
         ),
         fixes=("write the full name: `docker.io/library/nginx:1.27`",),
     ),
-    "UNAUTHORIZED": Explanation(
+    Code.UNAUTHORIZED: Explanation(
         title="The registry refused every credential",
         meaning="The registry answered 401 or 403 with every credential pullcheck had: the node's "
         "(`dockerConfig`), the Pod's imagePullSecrets and its ServiceAccount's. " + _RESOLUTION_SEVERITY,
@@ -380,7 +382,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "and reference it: `imagePullSecrets: [{name: regcred}]` (or on the ServiceAccount)",
         ),
     ),
-    "REGISTRY_UNREACHABLE": Explanation(
+    Code.REGISTRY_UNREACHABLE: Explanation(
         title="The registry could not be reached",
         meaning="Connection, TLS, timeout or a 5xx answer, or the deadline passed. " + _RESOLUTION_SEVERITY,
         runtimes=(("every runtime", "fails the pull the same way if the node cannot reach it either"),),
@@ -390,7 +392,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "a private CA: `registries: [{host: HOST, caFile: /etc/pullcheck/ca.crt}]` in the policy",
         ),
     ),
-    "RATE_LIMITED": Explanation(
+    Code.RATE_LIMITED: Explanation(
         title="The registry is rate limiting",
         meaning="The registry answered 429 (e.g. Docker Hub's anonymous limit). " + _RESOLUTION_SEVERITY,
         runtimes=(("every runtime", "fails the pull with the same 429 when its node is over the limit"),),
@@ -400,7 +402,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "or mirror the images: `registries: [{host: docker.io, mirror: mirror.internal:5000}]`",
         ),
     ),
-    "BLOCKED_REGISTRY": Explanation(
+    Code.BLOCKED_REGISTRY: Explanation(
         title="The registry is not allowed",
         meaning="The registry address is refused by pullcheck's network guard (loopback, private, "
         "link-local or metadata addresses in the webhook) or by the policy's registry list. "
@@ -420,7 +422,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
             "or use a registry the nodes allow (see docs/mirrors.md)",
         ),
     ),
-    "DIGEST_DRIFT": Explanation(
+    Code.DIGEST_DRIFT: Explanation(
         title="Running Pods use another digest than the tag names now",
         meaning="`pullcheck audit` and the background audit only: the workload's running Pods report (in "
         "`imageID`) another digest than the one its tag names now, so a rescheduled or scaled Pod pulls "

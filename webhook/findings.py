@@ -6,74 +6,78 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-DENY, WARN, INFO, ALLOW = "deny", "warn", "info", "allow"
-SEVERITIES = (DENY, WARN, INFO, ALLOW)  # ALLOW as a severity override drops the finding
+from webhook.codes import Code, Severity
+
+DENY, WARN, INFO, ALLOW = Severity.DENY, Severity.WARN, Severity.INFO, Severity.ALLOW
+SEVERITIES = tuple(Severity)  # ALLOW as a severity override drops the finding
 VERDICTS = (DENY, WARN, ALLOW)
 _RANK = {ALLOW: 0, INFO: 0, WARN: 1, DENY: 2}
 
 # Codes of registry trouble; their severity is the policy's `onResolutionError`.
-RESOLUTION_CODES = frozenset({"UNAUTHORIZED", "REGISTRY_UNREACHABLE", "RATE_LIMITED", "BLOCKED_REGISTRY"})
+RESOLUTION_CODES = frozenset(
+    {Code.UNAUTHORIZED, Code.REGISTRY_UNREACHABLE, Code.RATE_LIMITED, Code.BLOCKED_REGISTRY}
+)
 
 # Default severities; a runtime's profile changes some of them (webhook.profiles).
-DEFAULT_SEVERITY = {
-    "SCHEMA1": DENY,
-    "NO_MATCHING_PLATFORM": DENY,
-    "PLATFORM_MISMATCH": DENY,
-    "NOT_AN_IMAGE": DENY,
-    "MIXED_MEDIA_TYPES": DENY,
-    "UNSUPPORTED_LAYER": DENY,
-    "ENCRYPTED_LAYER": WARN,
-    "NONDISTRIBUTABLE_LAYER": WARN,
-    "ROOTFS_MISMATCH": DENY,
-    "MEDIA_TYPE_MISMATCH": DENY,
-    "INVALID_DOCUMENT": DENY,
-    "MANIFEST_TOO_LARGE": DENY,
-    "DIGEST_MISMATCH": DENY,
-    "SIZE_MISMATCH": DENY,
-    "NOT_FOUND": DENY,
-    "MISSING_BLOB": DENY,
-    "INVALID_REFERENCE": DENY,
-    "SHORT_NAME": WARN,
-    "UNAUTHORIZED": WARN,
-    "REGISTRY_UNREACHABLE": WARN,
-    "RATE_LIMITED": WARN,
-    "BLOCKED_REGISTRY": WARN,
-    "DIGEST_DRIFT": INFO,
+DEFAULT_SEVERITY: dict[Code, Severity] = {
+    Code.SCHEMA1: DENY,
+    Code.NO_MATCHING_PLATFORM: DENY,
+    Code.PLATFORM_MISMATCH: DENY,
+    Code.NOT_AN_IMAGE: DENY,
+    Code.MIXED_MEDIA_TYPES: DENY,
+    Code.UNSUPPORTED_LAYER: DENY,
+    Code.ENCRYPTED_LAYER: WARN,
+    Code.NONDISTRIBUTABLE_LAYER: WARN,
+    Code.ROOTFS_MISMATCH: DENY,
+    Code.MEDIA_TYPE_MISMATCH: DENY,
+    Code.INVALID_DOCUMENT: DENY,
+    Code.MANIFEST_TOO_LARGE: DENY,
+    Code.DIGEST_MISMATCH: DENY,
+    Code.SIZE_MISMATCH: DENY,
+    Code.NOT_FOUND: DENY,
+    Code.MISSING_BLOB: DENY,
+    Code.INVALID_REFERENCE: DENY,
+    Code.SHORT_NAME: WARN,
+    Code.UNAUTHORIZED: WARN,
+    Code.REGISTRY_UNREACHABLE: WARN,
+    Code.RATE_LIMITED: WARN,
+    Code.BLOCKED_REGISTRY: WARN,
+    Code.DIGEST_DRIFT: INFO,
 }
-CODES = frozenset(DEFAULT_SEVERITY)
+CODES = frozenset(DEFAULT_SEVERITY)  # every code a finding can carry
 
 # What a person should do about each code, appended to denials and warnings.
-REMEDY = {
-    "SCHEMA1": "rebuild with a current Docker or buildah, or push as OCI",
-    "NO_MATCHING_PLATFORM": "publish the image for this platform or pin the Pod to nodes it has",
-    "PLATFORM_MISMATCH": "use an image built for this platform or pin the Pod to matching nodes",
-    "NOT_AN_IMAGE": "this is an artifact (chart, signature, SBOM, wasm), not a container image",
-    "MIXED_MEDIA_TYPES": "re-push with consistent OCI or Docker media types",
-    "UNSUPPORTED_LAYER": "re-push with gzip (or OCI zstd) layers",
-    "ENCRYPTED_LAYER": "nodes need the decryption keys configured",
-    "NONDISTRIBUTABLE_LAYER": "nodes fetch these layers from their external URLs",
-    "ROOTFS_MISMATCH": "rebuild: the config's rootfs.diff_ids do not match the layers",
-    "MEDIA_TYPE_MISMATCH": "the registry serves this manifest with the wrong Content-Type",
-    "INVALID_DOCUMENT": "re-push the image: a runtime cannot decode its manifest or config",
-    "MANIFEST_TOO_LARGE": "shrink the manifest or config",
-    "DIGEST_MISMATCH": "the registry served content that does not match its digest",
-    "SIZE_MISMATCH": "re-push the image: a descriptor's size does not match the content",
-    "NOT_FOUND": "check the image name and tag",
-    "MISSING_BLOB": "re-push the image: the registry lost part of it",
-    "INVALID_REFERENCE": "fix the image reference",
-    "SHORT_NAME": "use a fully qualified name such as docker.io/library/NAME",
-    "UNAUTHORIZED": "add an imagePullSecret that can read this repository",
-    "REGISTRY_UNREACHABLE": "the registry could not be reached",
-    "RATE_LIMITED": "the registry is rate limiting; retry later or authenticate",
-    "BLOCKED_REGISTRY": "this registry is not allowed by the pullcheck policy",
-    "DIGEST_DRIFT": "roll the workload out to run what the tag names now, or pin images (pinDigests)",
+REMEDY: dict[Code, str] = {
+    Code.SCHEMA1: "rebuild with a current Docker or buildah, or push as OCI",
+    Code.NO_MATCHING_PLATFORM: "publish the image for this platform or pin the Pod to nodes it has",
+    Code.PLATFORM_MISMATCH: "use an image built for this platform or pin the Pod to matching nodes",
+    Code.NOT_AN_IMAGE: "this is an artifact (chart, signature, SBOM, wasm), not a container image",
+    Code.MIXED_MEDIA_TYPES: "re-push with consistent OCI or Docker media types",
+    Code.UNSUPPORTED_LAYER: "re-push with gzip (or OCI zstd) layers",
+    Code.ENCRYPTED_LAYER: "nodes need the decryption keys configured",
+    Code.NONDISTRIBUTABLE_LAYER: "nodes fetch these layers from their external URLs",
+    Code.ROOTFS_MISMATCH: "rebuild: the config's rootfs.diff_ids do not match the layers",
+    Code.MEDIA_TYPE_MISMATCH: "the registry serves this manifest with the wrong Content-Type",
+    Code.INVALID_DOCUMENT: "re-push the image: a runtime cannot decode its manifest or config",
+    Code.MANIFEST_TOO_LARGE: "shrink the manifest or config",
+    Code.DIGEST_MISMATCH: "the registry served content that does not match its digest",
+    Code.SIZE_MISMATCH: "re-push the image: a descriptor's size does not match the content",
+    Code.NOT_FOUND: "check the image name and tag",
+    Code.MISSING_BLOB: "re-push the image: the registry lost part of it",
+    Code.INVALID_REFERENCE: "fix the image reference",
+    Code.SHORT_NAME: "use a fully qualified name such as docker.io/library/NAME",
+    Code.UNAUTHORIZED: "add an imagePullSecret that can read this repository",
+    Code.REGISTRY_UNREACHABLE: "the registry could not be reached",
+    Code.RATE_LIMITED: "the registry is rate limiting; retry later or authenticate",
+    Code.BLOCKED_REGISTRY: "this registry is not allowed by the pullcheck policy",
+    Code.DIGEST_DRIFT: "roll the workload out to run what the tag names now, or pin images (pinDigests)",
 }
 
 
 @dataclass(frozen=True)
 class Finding:
-    code: str
-    severity: str
+    code: Code
+    severity: Severity
     runtime: str  # the target's runtime as Kubernetes names it, '' when it concerns every target
     platform: str  # os/arch[/variant], '' when it concerns every target
     message: str
@@ -89,7 +93,7 @@ class Finding:
         }
 
 
-def worst(severities: Iterable[str]) -> str:
+def worst(severities: Iterable[Severity]) -> Severity:
     """The verdict over some severities: deny > warn > allow (info counts as allow)."""
     rank = max((_RANK[s] for s in severities), default=0)
     return {0: ALLOW, 1: WARN, 2: DENY}[rank]
@@ -121,10 +125,10 @@ class ImageResult:
     endpoints: tuple[Answer, ...] = ()  # who served the manifest, per group of runtimes
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Severity:
         return worst(f.severity for f in self.findings)
 
-    def failing_targets(self, severity: str = DENY) -> list[str]:
+    def failing_targets(self, severity: Severity = DENY) -> list[str]:
         """`runtime on platform` of each target with a finding of this severity, in order of first finding."""
         seen: dict[str, None] = {}
         for f in self.findings:

@@ -10,6 +10,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from webhook.admission import POD_SPEC_PATHS, Decision
 from webhook.audit import AuditReport
 from webhook.findings import DENY, WARN
+from webhook.policy import Mode
 from webhook.registry import RequestEvent
 from webhook.text import printable
 
@@ -95,7 +96,7 @@ class Metrics:
             self.workload_findings.labels(*labels).set(1)
         self.audit_completed.set_to_current_time()
 
-    def observe_admission(self, kind: str, mode: str, decision: Decision, seconds: float) -> None:
+    def observe_admission(self, kind: str, mode: Mode, decision: Decision, seconds: float) -> None:
         # The kinds pullcheck judges; CONNECT and subresource reviews may name any other.
         self._child(self.admission_seconds, kind if kind in POD_SPEC_PATHS else "other").observe(seconds)
         outcome = "allowed" if decision.allowed else "denied"

@@ -11,18 +11,21 @@ import functools
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, TypeVar, get_args
 
 from webhook import findings as fd
 from webhook.cache import held_elsewhere
+from webhook.codes import Code, Severity
 from webhook.errors import ConfigError, InvalidReference
 from webhook.findings import Finding
 from webhook.nodeconfig import PULL, RESOLVE, NodeConfig
 from webhook.reference import parse
 from webhook.runtimes import Target, default_targets, parse_target
 
-MODES = ("enforce", "warn", "audit")
-RESOLUTION_OUTCOMES = ("allow", "warn", "deny")
+Mode = Literal["enforce", "warn", "audit"]
+OnResolutionError = Literal["allow", "warn", "deny"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+RESOLUTION_OUTCOMES: tuple[OnResolutionError, ...] = get_args(OnResolutionError)
 DEFAULT_RESOLUTION_TIMEOUT = 8.0  # seconds; below the webhook's default 10 s timeoutSeconds
 DEFAULT_CONNECTIONS_PER_REGISTRY = 32
 MIB = 1024 * 1024
@@ -116,12 +119,12 @@ _normalised = functools.lru_cache(maxsize=4096)(_parse)
 
 @dataclass(frozen=True)
 class Policy:
-    mode: str = "warn"
-    on_resolution_error: str = "warn"
+    mode: Mode = "warn"
+    on_resolution_error: OnResolutionError = "warn"
     targets: tuple[Target, ...] = field(default_factory=lambda: tuple(default_targets()))
     registries: tuple[RegistryOptions, ...] = ()
     docker_config: str | None = None
-    severities: Mapping[str, str] = field(default_factory=dict)
+    severities: Mapping[Code, Severity] = field(default_factory=dict)
     exemptions: Exemptions = field(default_factory=Exemptions)
     resolution_timeout: float = DEFAULT_RESOLUTION_TIMEOUT
     audit_interval: float = 0.0  # seconds between background audits in `pullcheck serve`; 0: none
@@ -148,12 +151,12 @@ class Policy:
     def registry_options(self, host: str) -> RegistryOptions | None:
         return next((r for r in self.registries if r.host == host), None)
 
-    def severity(self, finding: Finding) -> str:
+    def severity(self, finding: Finding) -> Severity:
         """The severity the policy gives a finding: an override, onResolutionError, or the default."""
         if finding.code in self.severities:
             return self.severities[finding.code]
         if finding.code in fd.RESOLUTION_CODES and not finding.from_node_config:
-            return self.on_resolution_error
+            return Severity(self.on_resolution_error)
         return finding.severity
 
     def apply(self, findings: Iterable[Finding]) -> tuple[Finding, ...]:
@@ -161,6 +164,8 @@ class Policy:
         adjusted = (replace(f, severity=self.severity(f)) for f in findings)
         return tuple(f for f in adjusted if f.severity != fd.ALLOW)
 
+
+_Word = TypeVar("_Word", bound=str)
 
 _TOP_KEYS = {
     "mode",
@@ -236,12 +241,12 @@ class _PolicyReader:
             raise ConfigError(f"{self.source}: " + "; ".join(self.errors))
         return policy
 
-    def choice(self, data: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    def choice(self, data: Mapping[str, Any], key: str, allowed: tuple[_Word, ...], default: _Word) -> _Word:
         value = data.get(key, default)
         if value not in allowed:
             self.error(key, f"{value!r} is not one of {', '.join(allowed)}")
             return default
-        return str(value)
+        return next(word for word in allowed if word == value)
 
     def string(self, value: Any, path: str) -> str | None:
         if value is None:
@@ -454,7 +459,7 @@ class _PolicyReader:
             ),
         )
 
-    def severities(self, value: Any) -> dict[str, str]:
+    def severities(self, value: Any) -> dict[Code, Severity]:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
@@ -467,7 +472,7 @@ class _PolicyReader:
             elif severity not in fd.SEVERITIES:
                 self.error(f"severities.{code}", f"{severity!r} is not one of {', '.join(fd.SEVERITIES)}")
             else:
-                result[str(code)] = str(severity)
+                result[Code(code)] = Severity(severity)
         return result
 
     def exemptions(self, value: Any) -> Exemptions:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from webhook import mediatypes as mt
 from webhook import platforms
+from webhook.codes import Code, Severity
 from webhook.findings import DEFAULT_SEVERITY, DENY, INFO, WARN
 from webhook.platforms import Platform
 from webhook.runtimes import Runtime, Target
@@ -34,7 +35,7 @@ Selection = Literal["fallback", "exact"]
 class Schema1:
     """What a top-level schema 1 manifest means for this runtime."""
 
-    severity: str
+    severity: Severity
     why: str  # completes "Docker schema 1 manifest: …"; {runtime} is the runtime's display name
 
 
@@ -92,13 +93,13 @@ class Profile:
     def __str__(self) -> str:
         return self.name
 
-    def severity(self, code: str) -> str:
+    def severity(self, code: Code) -> Severity:
         """The default severity of a finding code on this runtime (the policy may override it)."""
-        if code == "SCHEMA1":
+        if code == Code.SCHEMA1:
             return self.schema1.severity
-        if code == "MIXED_MEDIA_TYPES" and not self.refuses_mixed_media_types:
+        if code == Code.MIXED_MEDIA_TYPES and not self.refuses_mixed_media_types:
             return INFO
-        if code == "SHORT_NAME" and not self.short_names_from_node_config:
+        if code == Code.SHORT_NAME and not self.short_names_from_node_config:
             return INFO
         return DEFAULT_SEVERITY[code]
 

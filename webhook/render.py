@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 from webhook.audit import AuditReport
+from webhook.codes import Code, Severity
 from webhook.findings import ALLOW, DENY, REMEDY, WARN, ImageResult, worst
 from webhook.text import printable
 from webhook.workloads import Workload
@@ -32,7 +33,7 @@ def reason(result: ImageResult) -> str:
     verdict = result.verdict
     if verdict == ALLOW:
         return printable(served)
-    where: dict[tuple[str, str], list[str]] = {}
+    where: dict[tuple[Code, str], list[str]] = {}
     for finding in result.findings:
         if worst([finding.severity]) == verdict:
             targets = where.setdefault((finding.code, finding.message), [])
@@ -118,8 +119,8 @@ def _counts(verdicts: Iterable[str]) -> str:
 
 def audit_summary(report: AuditReport) -> str:
     """'12 workloads: 2 denied, ...; 20 images: ...': each workload and image counted at its worst verdict."""
-    by_workload: dict[str, list[str]] = {}
-    by_image: dict[str, list[str]] = {}
+    by_workload: dict[str, list[Severity]] = {}
+    by_image: dict[str, list[Severity]] = {}
     for entry in report.entries:
         by_image.setdefault(entry.result.image, []).append(entry.result.verdict)
         for workload in entry.workloads:
@@ -151,7 +152,7 @@ def audit_to_table(report: AuditReport) -> str:
     for entry in allowed:
         users = entry.workloads
         # Drift is about the workloads, not the image: the one info finding an allowed row shows.
-        drift = [f"{f.code}: {f.message}" for f in entry.result.findings if f.code == "DIGEST_DRIFT"]
+        drift = [f"{f.code}: {f.message}" for f in entry.result.findings if f.code == Code.DIGEST_DRIFT]
         rows.append(
             (
                 ALLOW.upper(),

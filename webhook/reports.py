@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from webhook import __version__, explain
 from webhook.audit import AuditReport
+from webhook.codes import Code
 from webhook.findings import DEFAULT_SEVERITY, DENY, INFO, REMEDY, WARN, Finding, ImageResult
 from webhook.manifests import STDIN, SourceLine
 from webhook.render import reason
@@ -30,7 +31,7 @@ SARIF_LEVELS = {DENY: "error", WARN: "warning", INFO: "note"}
 ImageLines = Mapping[tuple[str, str], SourceLine]
 
 
-def _rule(code: str) -> dict[str, Any]:
+def _rule(code: Code) -> dict[str, Any]:
     entry = explain.EXPLANATIONS[code]
     return {
         "id": code,

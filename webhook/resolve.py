@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from webhook import errors
 from webhook.cache import Cache, Section
+from webhook.codes import Code
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.documents import (
@@ -100,7 +101,7 @@ class _SingleFlight:
 _ABSENT, _NO_SIZE = -2, -1  # layer-size cache values: a 404, a present blob without Content-Length
 
 # Negative answers worth remembering briefly: they are what a burst of Pods of one bad image repeats.
-_NEGATIVE_CODES = frozenset({"NOT_FOUND", "UNAUTHORIZED", "RATE_LIMITED"})
+_NEGATIVE_CODES = frozenset({Code.NOT_FOUND, Code.UNAUTHORIZED, Code.RATE_LIMITED})
 
 
 class Checker:
@@ -200,7 +201,7 @@ class Checker:
         try:
             ref = parse(image)
         except InvalidReference as exc:
-            invalid = Resolution(image, error=Problem("INVALID_REFERENCE", str(exc)))
+            invalid = Resolution(image, error=Problem(Code.INVALID_REFERENCE, str(exc)))
             return self._result(image, None, [_Routed(tuple(targets), invalid)], policy)
         try:
             groups = self._resolve_routes(ref, image, targets, policy, keyring, deadline)
@@ -208,7 +209,8 @@ class Checker:
         except Exception as exc:  # noqa: BLE001 - a surprise in one image's documents stays with that image
             log.error("judging %s failed", ref, exc_info=exc)
             problem = Problem(
-                "INVALID_DOCUMENT", f"pullcheck could not judge this image's documents ({type(exc).__name__})"
+                Code.INVALID_DOCUMENT,
+                f"pullcheck could not judge this image's documents ({type(exc).__name__})",
             )
             return self._result(
                 image, ref, [_Routed(tuple(targets), Resolution(image, error=problem))], policy
@@ -290,12 +292,12 @@ class Checker:
     ) -> _Routed:
         """The first candidate that resolves (CRI-O tries each short-name candidate in turn)."""
         if refusal is not None:
-            problem = Problem("SHORT_NAME", refusal)
+            problem = Problem(Code.SHORT_NAME, refusal)
             return _Routed(tuple(targets), Resolution(image, error=problem), short_name=refusal, refused=True)
         routed = _Routed(tuple(targets), Resolution(image))
         for candidate, route in routes:
             if route is not None and route.blocked is not None:
-                problem = Problem("BLOCKED_REGISTRY", f"{candidate.name}: {route.blocked}")
+                problem = Problem(Code.BLOCKED_REGISTRY, f"{candidate.name}: {route.blocked}")
                 routed = _Routed(tuple(targets), Resolution(image, error=problem), blocked=True)
             else:
                 resolution, endpoint = self.resolve(candidate, image, targets, keyring, deadline, route)
@@ -392,7 +394,7 @@ class Checker:
 
         digest, document, malformed, endpoint = self._flight.run(("tag", key), lookup, deadline)
         if ref.digest is not None and digest != ref.digest:
-            raise _error_for(Problem("DIGEST_MISMATCH", f"the registry announced {digest} for {ref}"))
+            raise _error_for(Problem(Code.DIGEST_MISMATCH, f"the registry announced {digest} for {ref}"))
         resolution.malformed_digest_header = malformed
         if malformed is not None:
             return digest, document, endpoint
@@ -629,7 +631,7 @@ class Checker:
 
 
 def _late(deadline: Deadline) -> Problem:
-    return Problem("REGISTRY_UNREACHABLE", f"no answer within the {deadline.seconds:g}s deadline")
+    return Problem(Code.REGISTRY_UNREACHABLE, f"no answer within the {deadline.seconds:g}s deadline")
 
 
 def _merge(into: Resolution, part: Resolution) -> None:
@@ -685,13 +687,13 @@ class _Routed:
         if self.short_name is None or self.refused:
             return []
         message = f"short name resolved through the node's registries.conf to {self.short_name}"
-        return [Finding("SHORT_NAME", INFO, str(target.runtime), str(target.platform), message)]
+        return [Finding(Code.SHORT_NAME, INFO, str(target.runtime), str(target.platform), message)]
 
     def firm(self, findings: list[Finding]) -> list[Finding]:
         """A refusal written in the node's configuration is a deny that onResolutionError does not soften."""
         if not (self.refused or self.blocked):
             return findings
-        firm_codes = {"SHORT_NAME", "BLOCKED_REGISTRY"}
+        firm_codes = {Code.SHORT_NAME, Code.BLOCKED_REGISTRY}
         return [
             replace(f, severity=DENY, from_node_config=True) if f.code in firm_codes else f for f in findings
         ]

@@ -11,12 +11,14 @@ from typing import Any
 
 from webhook import mediatypes as mt
 from webhook import platforms
+from webhook.codes import Code, Severity
 from webhook.documents import (
     INDEX,
     MANIFEST,
     SCHEMA1,
     Document,
     Resolution,
+    Structure,
     config_descriptor,
     descriptors,
     schema1_blobs,
@@ -45,7 +47,7 @@ def effective_media_type(content_type: str, profile: Profile) -> str:
     return content_type
 
 
-def _expected_structure(media_type: str) -> str | None:
+def _expected_structure(media_type: str) -> Structure | None:
     if media_type in mt.SCHEMA1_TYPES:
         return SCHEMA1
     if media_type in mt.INDEX_TYPES:
@@ -63,7 +65,7 @@ class _Judge:
         self.profile = profile_for(target)
         self.findings: list[Finding] = []
 
-    def add(self, code: str, message: str, severity: str | None = None) -> None:
+    def add(self, code: Code, message: str, severity: Severity | None = None) -> None:
         self.findings.append(
             Finding(
                 code=code,
@@ -75,7 +77,9 @@ class _Judge:
         )
 
     def too_large(self, what: str, size: int, cap: int) -> None:
-        self.add("MANIFEST_TOO_LARGE", f"{what} is {size} bytes, over {self.runtime_name}'s limit of {cap}")
+        self.add(
+            Code.MANIFEST_TOO_LARGE, f"{what} is {size} bytes, over {self.runtime_name}'s limit of {cap}"
+        )
 
     @property
     def runtime_name(self) -> str:
@@ -88,7 +92,7 @@ class _Judge:
                 if self.profile.short_names_from_node_config
                 else "taken as docker.io"
             )
-            self.add("SHORT_NAME", f"short name: {how}")
+            self.add(Code.SHORT_NAME, f"short name: {how}")
         resolution = self.resolution
         if resolution.error is not None:
             self.add(resolution.error.code, resolution.error.message)
@@ -104,7 +108,7 @@ class _Judge:
         malformed = self.resolution.malformed_digest_header
         if malformed is not None and self.profile.checks_digest_header:
             self.add(
-                "DIGEST_MISMATCH",
+                Code.DIGEST_MISMATCH,
                 f"the registry's Docker-Content-Digest {malformed} is not a digest: {self.runtime_name} "
                 "refuses the answer",
             )
@@ -121,13 +125,13 @@ class _Judge:
         elif structure == MANIFEST:
             self.image_manifest(top, check_platform=True)
 
-    def check_structure(self, document: Document, media_type: str, what: str) -> str | None:
+    def check_structure(self, document: Document, media_type: str, what: str) -> Structure | None:
         """The structure to judge further, or None after a finding that ends the pull."""
         expected = _expected_structure(media_type)
         actual = document.structure
         if expected is None:
             self.add(
-                "MEDIA_TYPE_MISMATCH",
+                Code.MEDIA_TYPE_MISMATCH,
                 f"{what} served as {document.content_type or 'no Content-Type'}, "
                 f"a type {self.runtime_name} does not pull",
             )
@@ -136,11 +140,11 @@ class _Judge:
             served = document.content_type or "no Content-Type"
             found = _STRUCTURE_NAMES.get(actual, "not a manifest")
             self.add(
-                "MEDIA_TYPE_MISMATCH",
+                Code.MEDIA_TYPE_MISMATCH,
                 f"{what} served as {served} ({self.runtime_name} reads {media_type}) but the body is {found}",
             )
             if actual == SCHEMA1:
-                self.add("SCHEMA1", f"{what} body is Docker schema 1", severity=DENY)
+                self.add(Code.SCHEMA1, f"{what} body is Docker schema 1", severity=DENY)
             return None
         return expected
 
@@ -148,19 +152,19 @@ class _Judge:
         if child and self.profile.schema1_child_refused:
             # Conversion only applies to a top-level schema 1 manifest, in every containerd version.
             self.add(
-                "SCHEMA1",
+                Code.SCHEMA1,
                 f"the manifest selected from the list is Docker schema 1, which {self.runtime_name} "
                 "cannot pull from a list",
                 severity=DENY,
             )
         elif child:
-            self.add("SCHEMA1", "the manifest selected from the list is Docker schema 1 (deprecated)")
+            self.add(Code.SCHEMA1, "the manifest selected from the list is Docker schema 1 (deprecated)")
         else:
             why = self.profile.schema1.why.format(runtime=self.runtime_name)
-            self.add("SCHEMA1", f"Docker schema 1 manifest: {why}")
+            self.add(Code.SCHEMA1, f"Docker schema 1 manifest: {why}")
         for blob in schema1_blobs(document.body):
             if blob in self.resolution.missing:
-                self.add("MISSING_BLOB", f"layer {short(blob)} is missing from the registry")
+                self.add(Code.MISSING_BLOB, f"layer {short(blob)} is missing from the registry")
                 break
 
     def index(self, index: Document, depth: int = 0) -> None:
@@ -172,7 +176,7 @@ class _Judge:
         has = f"; it has {', '.join(offered) or 'no platforms'}"
         if chosen is None:
             self.add(
-                "NO_MATCHING_PLATFORM",
+                Code.NO_MATCHING_PLATFORM,
                 f"the index has no entry for {wanted}"
                 + (
                     f" ({self.runtime_name} takes no 386 or 32-bit arm fallback)"
@@ -185,7 +189,7 @@ class _Judge:
         if chosen not in fetched:
             # The transfer service fetched only exact matches, then looks for the fallback's config.
             self.add(
-                "NO_MATCHING_PLATFORM",
+                Code.NO_MATCHING_PLATFORM,
                 f"the index has no entry for exactly {wanted}; {self.profile} fetches only those "
                 f"and fails on the {platforms.entry_platform(chosen)} fallback{has}",
             )
@@ -220,13 +224,13 @@ class _Judge:
             self.schema1(child, child=True)
         elif structure == INDEX and not self.profile.follows_nested_index:
             self.add(
-                "NO_MATCHING_PLATFORM",
+                Code.NO_MATCHING_PLATFORM,
                 f"the entry for {wanted} is itself an index, which {self.runtime_name} refuses "
                 "(a manifest list instead of a single image's manifest)",
             )
         elif structure == INDEX and depth + 1 >= MAX_INDEX_DEPTH:
             self.add(
-                "NO_MATCHING_PLATFORM",
+                Code.NO_MATCHING_PLATFORM,
                 f"indexes nested more than {MAX_INDEX_DEPTH} deep: pullcheck does not follow them",
                 severity=WARN,
             )
@@ -236,12 +240,12 @@ class _Judge:
             platformless = platforms.entry_platform(chosen) is None
             self.image_manifest(child, check_platform=platformless, from_index=True)
 
-    def child_problem(self, entry: Mapping[str, Any]) -> tuple[str, str] | None:
+    def child_problem(self, entry: Mapping[str, Any]) -> tuple[Code, str] | None:
         """Why the child manifest an index entry names cannot be fetched as described, if it cannot."""
         digest = entry["digest"]
         where = platforms.entry_platform(entry) or "platform-less"
         if digest in self.resolution.missing:
-            return "MISSING_BLOB", f"the {where} manifest {short(digest)} is missing from the registry"
+            return Code.MISSING_BLOB, f"the {where} manifest {short(digest)} is missing from the registry"
         problem = self.resolution.failures.get(digest)
         if problem is not None:
             return problem.code, problem.message
@@ -261,7 +265,7 @@ class _Judge:
         for blob in blobs:
             if blob["digest"] in self.resolution.missing:
                 return (
-                    "MISSING_BLOB",
+                    Code.MISSING_BLOB,
                     f"{short(blob['digest'])} of the {where} manifest is missing from the registry",
                 )
             failure = self.resolution.failures.get(blob["digest"])
@@ -271,7 +275,7 @@ class _Judge:
 
     def size_problem(
         self, what: str, kind: str, descriptor: Mapping[str, Any], served: int | None
-    ) -> tuple[str, str] | None:
+    ) -> tuple[Code, str] | None:
         """A descriptor whose size differs from what the registry serves, when this runtime checks it."""
         declared = descriptor.get("size")
         if kind not in self.profile.checked_sizes or served is None or not isinstance(declared, int):
@@ -279,7 +283,7 @@ class _Judge:
         if declared == served:
             return None
         return (
-            "SIZE_MISMATCH",
+            Code.SIZE_MISMATCH,
             f"{what} is {served} bytes but its descriptor says {declared}: {self.runtime_name} checks sizes",
         )
 
@@ -290,7 +294,7 @@ class _Judge:
         artifact_type = body.get("artifactType") if isinstance(body, Mapping) else None
         config_type = config_desc.get("mediaType") if config_desc else None
         if config_desc is None:
-            self.add("MEDIA_TYPE_MISMATCH", "the image manifest has no config descriptor")
+            self.add(Code.MEDIA_TYPE_MISMATCH, "the image manifest has no config descriptor")
             return
         if config_type not in mt.CONFIG_TYPES:
             # The config decides, not `artifactType`: an image config with one runs everywhere (run).
@@ -299,11 +303,11 @@ class _Judge:
                 if isinstance(artifact_type, str) and artifact_type
                 else "artifact"
             )
-            self.add("NOT_AN_IMAGE", f"{kind} with config type {config_type}, not a container image")
+            self.add(Code.NOT_AN_IMAGE, f"{kind} with config type {config_type}, not a container image")
             return
         if is_oci and config_type == mt.DOCKER_CONFIG:
             self.add(
-                "MIXED_MEDIA_TYPES",
+                Code.MIXED_MEDIA_TYPES,
                 "OCI manifest with a Docker config"
                 + (
                     f": {self.runtime_name} refuses it (invalid mixed OCI image)"
@@ -316,7 +320,7 @@ class _Judge:
         limit = self.profile.max_layers
         if limit is not None and len(layers) > limit:
             self.add(
-                "UNSUPPORTED_LAYER",
+                Code.UNSUPPORTED_LAYER,
                 f"{len(layers)} layers, more than the {limit} {self.runtime_name} can stack",
             )
         config = self.config(config_desc)
@@ -329,7 +333,7 @@ class _Judge:
     def config(self, descriptor: Mapping[str, Any]) -> Mapping[str, Any] | None:
         digest = descriptor["digest"]
         if digest in self.resolution.missing:
-            self.add("MISSING_BLOB", f"the image config {short(digest)} is missing from the registry")
+            self.add(Code.MISSING_BLOB, f"the image config {short(digest)} is missing from the registry")
             return None
         problem = self.resolution.failures.get(digest)
         if problem is not None:
@@ -347,7 +351,7 @@ class _Judge:
             self.add(*mismatch)
             return None
         if not isinstance(document.body, Mapping):
-            self.add("MEDIA_TYPE_MISMATCH", "the image config is not a JSON object")
+            self.add(Code.MEDIA_TYPE_MISMATCH, "the image config is not a JSON object")
             return None
         return document.body
 
@@ -357,12 +361,12 @@ class _Judge:
             digest = layer["digest"]
             name = short(digest)
             if not isinstance(media_type, str):
-                self.add("UNSUPPORTED_LAYER", f"layer {name} has no mediaType")
+                self.add(Code.UNSUPPORTED_LAYER, f"layer {name} has no mediaType")
                 continue
             if media_type.endswith(mt.ENCRYPTED_SUFFIX):
-                self.add("ENCRYPTED_LAYER", f"layer {name} is encrypted ({media_type})")
+                self.add(Code.ENCRYPTED_LAYER, f"layer {name} is encrypted ({media_type})")
             elif mt.is_nondistributable(media_type):
-                self.add("NONDISTRIBUTABLE_LAYER", f"layer {name} is non-distributable ({media_type})")
+                self.add(Code.NONDISTRIBUTABLE_LAYER, f"layer {name} is non-distributable ({media_type})")
             problem = self.layer_problem(mt.without_encryption(media_type), is_oci) or self.content_problem(
                 media_type, self.resolution.heads.get(digest)
             )
@@ -373,7 +377,7 @@ class _Judge:
             elif self.resolution.foreign.get(digest) is False:
                 self.unreachable_foreign_layer(name, digest)
             elif digest in self.resolution.missing and not mt.is_nondistributable(media_type):
-                self.add("MISSING_BLOB", f"layer {name} is missing from the registry")
+                self.add(Code.MISSING_BLOB, f"layer {name} is missing from the registry")
             elif digest in self.resolution.failures:
                 failure = self.resolution.failures[digest]
                 self.add(failure.code, f"layer {name}: {failure.message}")
@@ -383,21 +387,21 @@ class _Judge:
     def unreachable_foreign_layer(self, name: str, digest: str) -> None:
         if not self.profile.foreign_layer_registry_fallback:
             self.add(
-                "MISSING_BLOB",
+                Code.MISSING_BLOB,
                 f"layer {name}: none of its urls answers, and {self.runtime_name} does not fall back "
                 "to the registry",
             )
         elif digest in self.resolution.missing:
-            self.add("MISSING_BLOB", f"layer {name}: none of its urls answers and the registry lacks it")
+            self.add(Code.MISSING_BLOB, f"layer {name}: none of its urls answers and the registry lacks it")
 
-    def content_problem(self, media_type: str, head: bytes | None) -> tuple[str, str] | None:
+    def content_problem(self, media_type: str, head: bytes | None) -> tuple[Code, str] | None:
         """What the layer's first bytes (read for uncompressed and unknown types) mean to this runtime."""
         if head is None:
             return None
         content = mt.content_of(head)
         if content is None:
             return (
-                "UNSUPPORTED_LAYER",
+                Code.UNSUPPORTED_LAYER,
                 f"{media_type} bytes are no tar archive, gzip or zstd: nothing to apply",
             )
         if (
@@ -406,17 +410,17 @@ class _Judge:
             and media_type not in self.profile.compression_sniffed
         ):
             return (
-                "UNSUPPORTED_LAYER",
+                Code.UNSUPPORTED_LAYER,
                 f"{content} bytes under the uncompressed type {media_type}: {self.runtime_name} reads "
                 "them as a tar and fails",
             )
         return None
 
-    def layer_problem(self, media_type: str, is_oci: bool) -> tuple[str, str] | None:
+    def layer_problem(self, media_type: str, is_oci: bool) -> tuple[Code, str] | None:
         docker_type = media_type in mt.DOCKER_LAYER_TYPES
         profile = self.profile
         if media_type in profile.unsupported_layer_types:
-            return "UNSUPPORTED_LAYER", f"{self.runtime_name} has no processor for {media_type}"
+            return Code.UNSUPPORTED_LAYER, f"{self.runtime_name} has no processor for {media_type}"
         if is_oci and not profile.checks_oci_layer_types:
             # containers/image does not check OCI layer types: it sniffs the compression of the bytes.
             return None
@@ -424,13 +428,16 @@ class _Judge:
             if mt.is_oci_layer(media_type):
                 what = "Docker v2s2 manifest with an OCI layer type"
                 if profile.refuses_mixed_media_types:
-                    return "MIXED_MEDIA_TYPES", f"{what} {media_type}: {self.runtime_name} refuses it"
-                return "MIXED_MEDIA_TYPES", what
-            return "UNSUPPORTED_LAYER", f"no runtime can apply layer type {media_type}"
+                    return Code.MIXED_MEDIA_TYPES, f"{what} {media_type}: {self.runtime_name} refuses it"
+                return Code.MIXED_MEDIA_TYPES, what
+            return Code.UNSUPPORTED_LAYER, f"no runtime can apply layer type {media_type}"
         if not is_oci and media_type not in profile.docker_manifest_layer_types:
-            return "UNSUPPORTED_LAYER", f"{self.runtime_name} refuses {media_type} in a Docker v2s2 manifest"
+            return (
+                Code.UNSUPPORTED_LAYER,
+                f"{self.runtime_name} refuses {media_type} in a Docker v2s2 manifest",
+            )
         if not docker_type and not mt.is_oci_layer(media_type):
-            return "UNSUPPORTED_LAYER", f"no runtime can apply layer type {media_type}"
+            return Code.UNSUPPORTED_LAYER, f"no runtime can apply layer type {media_type}"
         return None
 
     def rootfs(self, config: Mapping[str, Any], layers: list[Mapping[str, Any]]) -> None:
@@ -443,14 +450,14 @@ class _Judge:
                 if diff_id == layer["digest"] and mt.is_compressed(str(layer.get("mediaType", ""))):
                     # Every runtime hashes the uncompressed tar and compares (run: all three fail).
                     self.add(
-                        "ROOTFS_MISMATCH",
+                        Code.ROOTFS_MISMATCH,
                         f"diff_id {position + 1} is the compressed layer's digest, not its tar's",
                     )
             return
         if self.profile.empty_diff_ids_ok and count == 0:
             return
         self.add(
-            "ROOTFS_MISMATCH",
+            Code.ROOTFS_MISMATCH,
             f"config lists {count} diff_ids for {layer_count} layers",
         )
 
@@ -465,13 +472,13 @@ class _Judge:
         if from_index and self.profile.checks_platformless_config:
             # containerd's images.Manifest checks a platform-less entry's config: no match, no pull.
             self.add(
-                "NO_MATCHING_PLATFORM",
+                Code.NO_MATCHING_PLATFORM,
                 f"the index entry {self.runtime_name} takes has no platform and its config says {image}, "
                 f"not {self.target.platform}",
             )
             return
         self.add(
-            "PLATFORM_MISMATCH",
+            Code.PLATFORM_MISMATCH,
             f"image is built for {image}; it pulls but cannot start on {self.target.platform}",
         )
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal, get_args
 
 from webhook import platforms
 from webhook.cache import held_elsewhere
 from webhook.platforms import Platform
 
-KINDS = ("containerd", "cri-o", "docker")
-_DISPLAY_NAMES = {"containerd": "containerd", "cri-o": "CRI-O", "docker": "Docker"}
+RuntimeKind = Literal["containerd", "cri-o", "docker"]
+KINDS: tuple[RuntimeKind, ...] = get_args(RuntimeKind)
+_DISPLAY_NAMES: dict[RuntimeKind, str] = {"containerd": "containerd", "cri-o": "CRI-O", "docker": "Docker"}
 _RUNTIME = re.compile(r"^(?P<kind>[a-z-]+)://v?(?P<version>\d+(?:\.\d+){0,2})(?P<suffix>[-+.~\w]*)$")
 
 
 @dataclass(frozen=True)
 class Runtime:
-    kind: str  # containerd | cri-o | docker
+    kind: RuntimeKind
     version: tuple[int, int, int]
     text: str  # as Kubernetes reports it, e.g. containerd://2.1.3
 
@@ -36,11 +38,12 @@ class Runtime:
 def parse_runtime(text: str) -> Runtime:
     """Parse `containerd://2.1.3`, `cri-o://1.33.2`, `docker://27.3.1`; raises ValueError."""
     match = _RUNTIME.match(text.strip().lower())
-    if not match or match["kind"] not in KINDS:
+    kind = next((k for k in KINDS if k == (match and match["kind"])), None)
+    if not match or kind is None:
         raise ValueError(f"runtime {text!r} is not containerd://X.Y.Z, cri-o://X.Y.Z or docker://X.Y.Z")
     numbers = [int(n) for n in match["version"].split(".")]
     numbers += [0] * (3 - len(numbers))
-    return Runtime(match["kind"], (numbers[0], numbers[1], numbers[2]), text.strip())
+    return Runtime(kind, (numbers[0], numbers[1], numbers[2]), text.strip())
 
 
 @held_elsewhere
