@@ -437,8 +437,8 @@ def test_tokens_of_many_repositories_stay_within_the_cache_bound() -> None:
     client = _client(fake, token_cache_bytes=256 * 1024)
     for n in range(64):  # a token per repository: 64 x 15 KiB, four times the bound
         _get(client, Keyring.empty(), parse(f"registry.example.com/team/app{n}:v1"))
-    assert client._tokens._tokens.bytes <= 256 * 1024
-    assert len(client._tokens._tokens) < 20
+    assert client._auth._tokens._tokens.bytes <= 256 * 1024
+    assert len(client._auth._tokens._tokens) < 20
 
 
 def test_missing_expires_in_means_sixty_seconds(clock: list[float]) -> None:

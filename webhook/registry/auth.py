@@ -1,16 +1,28 @@
-"""Registry authentication without I/O: challenges, where credentials may go, and the token cache.
+"""Registry authorization without I/O: challenges, where credentials may go, the token cache, and the
+flow that ties them together.
 
-The client (client.py) does the requests; this module decides what they carry.
+`Authorizer.flow` is a generator in the manner of httpx's `Auth.auth_flow`: it yields the requests it
+wants sent (`Send`) and is sent back what each was answered (`Reply`); the client does the sending
+(client.py), this module decides what the requests carry.  When the flow stops, the registry's last
+answer is the one to use.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import httpx
 
 from webhook.cache import Cache
+from webhook.credentials import Credential
+from webhook.errors import RateLimited, RegistryUnreachable, Unauthorized
 from webhook.netguard import parse_address
+from webhook.registry.exchange import hostname, netloc, origin, rate_limit_headers, retry_after
+from webhook.routes import Endpoint
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token answer has no (usable) expires_in
 # A token is kept at most this long whatever expires_in says, and is refused when longer than MAX_TOKEN
@@ -18,6 +30,12 @@ DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token answer has no (usable) 
 MAX_TOKEN_LIFETIME = 600.0
 MAX_TOKEN = 16 * 1024
 ANONYMOUS = "anonymous"  # the token cache's identity for requests sent without a credential
+# A token answer is a small JSON object; the token goes into a header line, which registries and their
+# proxies cap at 8-16 KiB.  Anything bigger is the token service's fault, not the image's.
+TOKEN_BODY_CAP = 64 * 1024
+# Answers to the OAuth2 POST after which containerd asks the realm with GET (GCR 404, Artifactory 401,
+# ACR 400, servers without POST 405): docker/auth in containerd's remotes.
+_NO_OAUTH = frozenset({400, 401, 404, 405})
 
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _TOKEN68 = _TCHAR | frozenset("/=")
@@ -264,3 +282,214 @@ class TokenCache:
     def discard(self, key: TokenKey, value: str) -> None:
         """Forget a token the registry refused (unless another thread already replaced it)."""
         self._tokens.discard(key, value)
+
+
+@dataclass(frozen=True)
+class Send:
+    """A request the flow wants sent: the registry request itself with `authorization`, or (`token`) a
+    request to a token service, sent as a form POST when `form` is given, else as a GET.  The body of
+    a token service's 2xx answer is read (at most TOKEN_BODY_CAP bytes) into the `Reply`."""
+
+    url: httpx.URL
+    authorization: str | None = field(default=None, repr=False)
+    token: bool = False
+    form: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a `Send` was answered; `url` is where the answer came from (after redirects)."""
+
+    status: int
+    url: httpx.URL
+    headers: httpx.Headers
+    body: bytes = field(default=b"", repr=False)
+
+
+Flow = Generator[Send, Reply, None]
+
+
+class _CredentialRefused(Exception):
+    """The token service refused one credential: the next one is tried (never leaves the flow)."""
+
+
+class Authorizer:
+    """The authorization state a client shares across threads: tokens, and the last challenge per origin."""
+
+    def __init__(self, cache_bytes: int) -> None:
+        self._tokens = TokenCache(cache_bytes)
+        # A Pod spec names any number of registries, so the challenges are bounded too.
+        self._challenges: Cache[tuple[str, str, int | None], Challenge] = Cache(cache_bytes // 4)
+
+    def flow(self, endpoint: Endpoint, url: httpx.URL, credentials: Sequence[Credential | None]) -> Flow:
+        """The registry's first answer to `url` that is not a refusal, trying each credential in turn
+        (the kubelet's rule); Unauthorized when every one was refused."""
+        for credential in credentials:
+            try:
+                reply = yield from self._with_credential(endpoint, url, credential)
+            except _CredentialRefused:
+                continue
+            if reply.status not in (401, 403):
+                return
+        where = _where(endpoint)
+        sources = sorted({c.source or "unnamed credential" for c in credentials if c is not None})
+        tried = (
+            f"every credential was refused ({', '.join(sources)})" if sources else "anonymous access refused"
+        )
+        withheld = self._withheld_realm(endpoint, url) if sources else None
+        if withheld is not None:
+            tried = (
+                f"access refused: pullcheck withheld the credentials ({', '.join(sources)}) from the token "
+                f"realm {withheld}, which is not {endpoint.name}'s host or domain (or not https); if it "
+                f"belongs to the registry, list it in registries[].tokenRealmHosts"
+            )
+        raise Unauthorized(f"{where}: {tried}")
+
+    def _withheld_realm(self, endpoint: Endpoint, url: httpx.URL) -> str | None:
+        """The token realm of the registry's last challenge when credentials may not go there."""
+        challenge = self._challenges.get(origin(url))
+        if challenge is None or challenge.scheme == "basic":
+            return None
+        realm = _realm_url(challenge.params.get("realm", ""))
+        if realm is None or _may_receive_credentials(realm, endpoint):
+            return None
+        return f"{realm.scheme}://{netloc(realm)}"
+
+    def _with_credential(
+        self, endpoint: Endpoint, url: httpx.URL, credential: Credential | None
+    ) -> Generator[Send, Reply, Reply]:
+        challenged = origin(url)
+        known = self._challenges.get(challenged)
+        authorization, fresh = (None, False)
+        if known is not None:
+            authorization, fresh = yield from self._authorization(endpoint, known, credential)
+        reply = yield Send(url, authorization)
+        if reply.status != 401 or origin(reply.url) != challenged:
+            return reply  # a challenge from a redirect target is not the registry's to make
+        challenge = pick_challenge(parse_challenges(reply.headers.get_list("www-authenticate")))
+        if challenge is None:
+            return reply
+        self._challenges.put(challenged, challenge)
+        if fresh and known is not None and _same_authority(challenge, known):
+            return reply  # refused what we just obtained for this credential: it lacks access
+        renewed, _ = yield from self._authorization(endpoint, challenge, credential, refused=authorization)
+        if renewed is None:
+            return reply
+        return (yield Send(url, renewed))
+
+    def _authorization(
+        self,
+        endpoint: Endpoint,
+        challenge: Challenge,
+        credential: Credential | None,
+        refused: str | None = None,
+    ) -> Generator[Send, Reply, tuple[str | None, bool]]:
+        """(Authorization header or None, whether it was just obtained) for one credential.
+
+        `refused` is a header the registry just turned down: a cached token equal to it is renewed.
+        """
+        if challenge.scheme == "basic":
+            # Basic goes only to the registry that challenged: the header is dropped on redirects
+            # to another origin, and challenges from other origins are ignored.
+            if credential is None or not (credential.username or credential.password):
+                return None, False
+            return _basic(credential), True
+        realm = _realm_url(challenge.params.get("realm", ""))
+        if realm is None:
+            return None, False
+        eligible = credential is not None and _may_receive_credentials(realm, endpoint)
+        identity = credential.identity if eligible and credential is not None else ANONYMOUS
+        service = challenge.params.get("service", "")
+        scope = f"repository:{endpoint.repository}:pull"
+        key: TokenKey = (str(realm), service, scope, identity)
+        cached = self._tokens.get(key)
+        if cached is not None and "Bearer " + cached != refused:
+            return "Bearer " + cached, False
+        if cached is not None:
+            self._tokens.discard(key, cached)
+        token = yield from _fetch_token(endpoint, realm, service, scope, credential if eligible else None)
+        self._tokens.put(key, token)
+        return "Bearer " + token.value, True
+
+
+def _fetch_token(
+    endpoint: Endpoint, realm: httpx.URL, service: str, scope: str, credential: Credential | None
+) -> Generator[Send, Reply, Token]:
+    """A token from the realm; _CredentialRefused when the realm refuses this credential."""
+    form = {"service": service, "scope": scope} if service else {"scope": scope}
+    reply = None
+    if credential is not None and credential.identity_token:
+        # A docker config `identitytoken` is an OAuth2 refresh token (containerd's POST flow).
+        oauth = form | {"grant_type": "refresh_token", "refresh_token": credential.identity_token}
+        oauth["client_id"] = "pullcheck"
+        reply = yield Send(realm, token=True, form=urlencode(oauth).encode())
+        if reply.status in _NO_OAUTH:
+            reply = None
+    if reply is None:
+        authorization = None
+        if credential is not None and credential.identity_token:
+            authorization = _basic_pair(credential.username, credential.identity_token)
+        elif credential is not None:
+            authorization = _basic(credential)
+        reply = yield Send(realm.copy_merge_params(form), authorization, token=True)
+    where = token_service(endpoint, reply.url)
+    status = reply.status
+    if status in (401, 403):
+        raise _CredentialRefused
+    if status == 429:
+        raise RateLimited(
+            f"{where} rate limited the request", retry_after(reply.headers), rate_limit_headers(reply.headers)
+        )
+    if status >= 500:
+        raise RegistryUnreachable(f"{where} answered {status}")
+    if not 200 <= status < 300:
+        raise Unauthorized(f"{where} answered {status}")
+    token = parse_token_response(reply.body)
+    if token is None:
+        raise Unauthorized(f"{where} answered without a token")
+    return token
+
+
+def token_service(endpoint: Endpoint, url: httpx.URL) -> str:
+    """How messages name the token service at `url` serving `endpoint`."""
+    return f"{_where(endpoint)}: token service {netloc(url)}"
+
+
+def _where(endpoint: Endpoint) -> str:
+    return f"{endpoint.name}/{endpoint.repository}"
+
+
+def _may_receive_credentials(realm: httpx.URL, endpoint: Endpoint) -> bool:
+    # A registry the policy lets speak plain http may have its realm on its very host and port.
+    plain_http_registry = endpoint.host.lower() if endpoint.options.insecure else None
+    return realm_may_receive_credentials(
+        realm.scheme,
+        realm.host,
+        realm.port,
+        hostname(endpoint.host),
+        endpoint.options.token_realm_hosts,
+        plain_http_registry,
+    )
+
+
+def _same_authority(one: Challenge, other: Challenge) -> bool:
+    """Whether two challenges ask for the same thing (an `error` parameter aside)."""
+    keys = ("realm", "service")
+    return one.scheme == other.scheme and all(one.params.get(k) == other.params.get(k) for k in keys)
+
+
+def _basic(credential: Credential) -> str:
+    return _basic_pair(credential.username, credential.password)
+
+
+def _basic_pair(username: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
+
+
+def _realm_url(realm: str) -> httpx.URL | None:
+    """The token realm as a URL, None when it is not an absolute http(s) URL."""
+    try:
+        url = httpx.URL(realm)
+    except httpx.InvalidURL:
+        return None
+    return url if url.scheme in ("http", "https") and url.host else None

@@ -5,51 +5,40 @@ the Basic or Bearer flow; each credential the keyring offers is tried in order (
 rule).  Bodies are streamed with a byte cap, hashed as they arrive and bounded by the one deadline.
 Every failure leaves as one of the `webhook.errors` classes, its message one line naming the
 registry and repository and never a credential.
+
+The parts, along go-containerregistry's seams: endpoints.py asks a route's endpoints in order (mirror
+fallback), exchange.py sends one request (redirects, network guard, error mapping, metrics hook),
+auth.py decides what a request carries (an I/O-free flow this module drives), bodies.py reads capped
+and verified bodies, transport.py holds the connections.  This module is the small client on top.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
-from urllib.parse import urlencode
 
 import httpx
 
 from webhook import digests
 from webhook import mediatypes as mt
-from webhook.cache import Cache
 from webhook.credentials import Credential, Keyring
 from webhook.deadline import Deadline
 from webhook.documents import Document
 from webhook.errors import (
     InvalidReference,
     NotFound,
-    RateLimited,
     RegistryError,
     RegistryUnreachable,
-    Unauthorized,
 )
 from webhook.policy import DEFAULT_CACHES, RegistryOptions
 from webhook.profiles import CONFIG_READ_CAP, CONTAINERD_MANIFEST_CAP
 from webhook.reference import ImageReference
-from webhook.registry.auth import (
-    ANONYMOUS,
-    Challenge,
-    Token,
-    TokenCache,
-    TokenKey,
-    parse_challenges,
-    parse_token_response,
-    pick_challenge,
-    realm_may_receive_credentials,
-)
+from webhook.registry.auth import TOKEN_BODY_CAP, Authorizer, Reply, Send, token_service
 from webhook.registry.bodies import (
     checked_digest,
     read_capped,
@@ -67,11 +56,7 @@ from webhook.registry.exchange import (
     ask_url,
     closed_on_error,
     content_length,
-    hostname,
     mapped_errors,
-    netloc,
-    origin,
-    rate_limit_headers,
     retry_after,
     status_error,
 )
@@ -80,18 +65,8 @@ from webhook.routes import Endpoint, Route, policy_route
 
 log = logging.getLogger(__name__)
 
-# A token answer is a small JSON object; the token goes into a header line, which registries and their
-# proxies cap at 8-16 KiB.  Anything bigger is the token service's fault, not the image's.
-TOKEN_BODY_CAP = 64 * 1024
-# Answers to the OAuth2 POST after which containerd asks the realm with GET (GCR 404, Artifactory 401,
-# ACR 400, servers without POST 405): docker/auth in containerd's remotes.
-_NO_OAUTH = frozenset({400, 401, 404, 405})
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _T = TypeVar("_T")
-
-
-class _CredentialRefused(Exception):
-    """The token service refused one credential: the next one is tried (never leaves the client)."""
 
 
 @dataclass(frozen=True)
@@ -108,11 +83,6 @@ class BlobStat:
     """A blob the registry has; `size` is its Content-Length (None when it announced none)."""
 
     size: int | None
-
-
-def _plain_http_registry(endpoint: Endpoint) -> str | None:
-    """The endpoint's host[:port] when the policy lets it speak plain http, else None."""
-    return endpoint.host.lower() if endpoint.options.insecure else None
 
 
 def _manifest_path(reference: str, where: str) -> str:
@@ -147,10 +117,7 @@ class RegistryClient:
         )
         self._manifest_cap = manifest_cap
         self._blob_cap = blob_cap
-        self._lock = threading.Lock()
-        self._tokens = TokenCache(token_cache_bytes)
-        # The last challenge per origin; a Pod spec names any number of registries, so it is bounded too.
-        self._challenges: Cache[tuple[str, str, int | None], Challenge] = Cache(token_cache_bytes // 4)
+        self._auth = Authorizer(token_cache_bytes)
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -368,207 +335,55 @@ class RegistryClient:
         credentials: list[Credential | None],
         deadline: Deadline,
     ) -> httpx.Response:
-        """The first answer that is not a refusal, trying each credential in turn."""
-        for credential in credentials:
-            try:
-                response = self._with_credential(ask, url, headers, credential, deadline)
-            except _CredentialRefused:
-                continue
-            if response.status_code not in (401, 403):
-                return response
-            response.close()
-        sources = sorted({c.source or "unnamed credential" for c in credentials if c is not None})
-        tried = (
-            f"every credential was refused ({', '.join(sources)})" if sources else "anonymous access refused"
-        )
-        withheld = self._withheld_realm(ask, url) if sources else None
-        if withheld is not None:
-            tried = (
-                f"access refused: pullcheck withheld the credentials ({', '.join(sources)}) from the token "
-                f"realm {withheld}, which is not {ask.endpoint.name}'s host or domain (or not https); if it "
-                f"belongs to the registry, list it in registries[].tokenRealmHosts"
-            )
-        raise Unauthorized(f"{ask.where}: {tried}")
+        """The registry's answer once the authorization flow is done with it, open for the caller.
 
-    def _withheld_realm(self, ask: Ask, url: httpx.URL) -> str | None:
-        """The token realm of the registry's last challenge when credentials may not go there."""
-        with self._lock:
-            challenge = self._challenges.get(origin(url))
-        if challenge is None or challenge.scheme == "basic":
-            return None
-        realm = _realm_url(challenge.params.get("realm", ""))
-        if realm is None or realm_may_receive_credentials(
-            realm.scheme,
-            realm.host,
-            realm.port,
-            hostname(ask.endpoint.host),
-            ask.endpoint.options.token_realm_hosts,
-            _plain_http_registry(ask.endpoint),
-        ):
-            return None
-        return f"{realm.scheme}://{netloc(realm)}"
-
-    def _with_credential(
-        self,
-        ask: Ask,
-        url: httpx.URL,
-        headers: Mapping[str, str],
-        credential: Credential | None,
-        deadline: Deadline,
-    ) -> httpx.Response:
-        challenged = origin(url)
-        known = self._challenges.get(challenged)
-        authorization, fresh = (None, False)
-        if known is not None:
-            authorization, fresh = self._authorization(ask, known, credential, deadline)
-        response = self._exchanger.send(ask, ask.method, url, headers, authorization, deadline)
-        with closed_on_error(response):
-            if response.status_code != 401 or origin(response.request.url) != challenged:
-                return response  # a challenge from a redirect target is not the registry's to make
-            challenge = pick_challenge(parse_challenges(response.headers.get_list("www-authenticate")))
-            if challenge is None:
-                return response
-            self._challenges.put(challenged, challenge)
-            if fresh and known is not None and _same_authority(challenge, known):
-                return response  # refused what we just obtained for this credential: it lacks access
-            # A token service that fails here raises: the challenge is closed on the way out.
-            renewed, _ = self._authorization(ask, challenge, credential, deadline, refused=authorization)
-            if renewed is None:
-                return response
-        response.close()
-        return self._exchanger.send(ask, ask.method, url, headers, renewed, deadline)
-
-    # ---- authorization ----------------------------------------------------------------------
-
-    def _authorization(
-        self,
-        ask: Ask,
-        challenge: Challenge,
-        credential: Credential | None,
-        deadline: Deadline,
-        refused: str | None = None,
-    ) -> tuple[str | None, bool]:
-        """(Authorization header or None, whether it was just obtained) for one credential.
-
-        `refused` is a header the registry just turned down: a cached token equal to it is renewed.
-        """
-        if challenge.scheme == "basic":
-            # Basic goes only to the registry that challenged: the header is dropped on redirects
-            # to another origin, and challenges from other origins are ignored.
-            if credential is None or not (credential.username or credential.password):
-                return None, False
-            return _basic(credential), True
-        realm = _realm_url(challenge.params.get("realm", ""))
-        if realm is None:
-            return None, False
-        eligible = credential is not None and realm_may_receive_credentials(
-            realm.scheme,
-            realm.host,
-            realm.port,
-            hostname(ask.endpoint.host),
-            ask.endpoint.options.token_realm_hosts,
-            _plain_http_registry(ask.endpoint),
-        )
-        identity = credential.identity if eligible and credential is not None else ANONYMOUS
-        service = challenge.params.get("service", "")
-        scope = f"repository:{ask.repository}:pull"
-        key: TokenKey = (str(realm), service, scope, identity)
-        cached = self._tokens.get(key)
-        if cached is not None and "Bearer " + cached != refused:
-            return "Bearer " + cached, False
-        if cached is not None:
-            self._tokens.discard(key, cached)
-        token = self._fetch_token(ask, realm, service, scope, credential if eligible else None, deadline)
-        self._tokens.put(key, token)
-        return "Bearer " + token.value, True
-
-    def _fetch_token(
-        self,
-        ask: Ask,
-        realm: httpx.URL,
-        service: str,
-        scope: str,
-        credential: Credential | None,
-        deadline: Deadline,
-    ) -> Token:
-        """A token from the realm; _CredentialRefused when the realm refuses this credential."""
-        token_ask = replace(ask, method="GET", path="", kind="token", accept=None)
-        form = {"service": service, "scope": scope} if service else {"scope": scope}
-        response = None
-        if credential is not None and credential.identity_token:
-            # A docker config `identitytoken` is an OAuth2 refresh token (containerd's POST flow).
-            oauth = form | {"grant_type": "refresh_token", "refresh_token": credential.identity_token}
-            oauth["client_id"] = "pullcheck"
-            response = self._exchanger.send(
-                replace(token_ask, method="POST"),
-                "POST",
-                realm,
-                {"Content-Type": "application/x-www-form-urlencoded"},
-                None,
-                deadline,
-                urlencode(oauth).encode(),
-            )
-            if response.status_code in _NO_OAUTH:
-                response.close()
-                response = None
-        if response is None:
-            authorization = None
-            if credential is not None and credential.identity_token:
-                authorization = _basic_pair(credential.username, credential.identity_token)
-            elif credential is not None:
-                authorization = _basic(credential)
-            url = realm.copy_merge_params(form)
-            response = self._exchanger.send(token_ask, "GET", url, {}, authorization, deadline)
+        Drives `Authorizer.flow`: sends what it asks for and tells it the answers. Only the latest
+        answer stays open, so the flow's end leaves the registry's last answer to return."""
+        flow = self._auth.flow(ask.endpoint, url, credentials)
+        step = next(flow)
+        response: httpx.Response | None = None
         try:
-            where = f"{ask.where}: token service {netloc(response.request.url)}"
-            status = response.status_code
-            if status in (401, 403):
-                raise _CredentialRefused
-            if status == 429:
-                raise RateLimited(
-                    f"{where} rate limited the request",
-                    retry_after(response.headers),
-                    rate_limit_headers(response.headers),
-                )
-            if status >= 500:
-                raise RegistryUnreachable(f"{where} answered {status}")
-            if not 200 <= status < 300:
-                raise Unauthorized(f"{where} answered {status}")
-            answer = f"{where}: the token answer"
-            data, _ = read_capped(
+            while True:
+                if response is not None:
+                    response.close()
+                response = self._send_step(ask, headers, step, deadline)
+                if step.token:
+                    reply = self._token_reply(ask, response, deadline)
+                else:
+                    reply = Reply(response.status_code, response.request.url, response.headers)
+                try:
+                    step = flow.send(reply)
+                except StopIteration:
+                    return response
+        except BaseException:
+            if response is not None:
+                response.close()
+            raise
+
+    def _send_step(
+        self, ask: Ask, headers: Mapping[str, str], step: Send, deadline: Deadline
+    ) -> httpx.Response:
+        if not step.token:
+            return self._exchanger.send(ask, ask.method, step.url, headers, step.authorization, deadline)
+        method = "GET" if step.form is None else "POST"
+        token_ask = replace(ask, method=method, path="", kind="token", accept=None)
+        form_headers = {} if step.form is None else {"Content-Type": "application/x-www-form-urlencoded"}
+        return self._exchanger.send(
+            token_ask, method, step.url, form_headers, step.authorization, deadline, step.form
+        )
+
+    @staticmethod
+    def _token_reply(ask: Ask, response: httpx.Response, deadline: Deadline) -> Reply:
+        """A token service's answer, its body read when it is a 2xx one."""
+        body = b""
+        if 200 <= response.status_code < 300:
+            answer = f"{token_service(ask.endpoint, response.request.url)}: the token answer"
+            body, _ = read_capped(
                 response, TOKEN_BODY_CAP, None, answer, deadline, too_large=_oversized_token
             )
-        finally:
-            response.close()
-        token = parse_token_response(data)
-        if token is None:
-            raise Unauthorized(f"{where} answered without a token")
-        return token
+        return Reply(response.status_code, response.request.url, response.headers, body)
 
 
 def _oversized_token(message: str, _size: int | None) -> RegistryError:
     """A token answer over the cap: registry trouble (onResolutionError), not an image problem."""
     return RegistryUnreachable(message)
-
-
-def _same_authority(one: Challenge, other: Challenge) -> bool:
-    """Whether two challenges ask for the same thing (an `error` parameter aside)."""
-    keys = ("realm", "service")
-    return one.scheme == other.scheme and all(one.params.get(k) == other.params.get(k) for k in keys)
-
-
-def _basic(credential: Credential) -> str:
-    return _basic_pair(credential.username, credential.password)
-
-
-def _basic_pair(username: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
-
-
-def _realm_url(realm: str) -> httpx.URL | None:
-    """The token realm as a URL, None when it is not an absolute http(s) URL."""
-    try:
-        url = httpx.URL(realm)
-    except httpx.InvalidURL:
-        return None
-    return url if url.scheme in ("http", "https") and url.host else None
