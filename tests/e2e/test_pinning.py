@@ -22,7 +22,8 @@ import pytest
 
 from tests.e2e.harness import ControlPlane
 from tests.e2e.pullcheck_webhook import Release, deployment_manifest, install, registry_policy, unique
-from tests.harness.images import make_layer
+from tests.harness.corpus import HELM_CHART, HELM_CONFIG
+from tests.harness.images import Blob, make_layer
 from tests.harness.pki import CertificateAuthority
 from tests.harness.registry import Registry
 
@@ -120,9 +121,9 @@ def test_a_denied_image_is_not_pinned_and_is_refused_by_validation(
 ) -> None:
     namespace = pinning.judged_namespace()
     repository = f"pin/{unique('artifact')}"
-    registry.push_image(
-        repository, "1.0", [make_layer("chart")], artifactType="application/vnd.cncf.helm.chart"
-    )
+    # A Helm chart: its config is no image config, which every runtime refuses to run.
+    chart = make_layer("chart", media_type=HELM_CHART)
+    registry.push_image(repository, "1.0", [chart], Blob(b'{"name":"chart","version":"1.0"}', HELM_CONFIG))
     image = registry.ref(repository, "1.0")
     run = cluster.kubectl("run", "chart", "-n", namespace, f"--image={image}", "--restart=Never")
     assert run.returncode == 1 and "NOT_AN_IMAGE" in run.stderr
