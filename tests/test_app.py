@@ -18,10 +18,11 @@ from tests.harness.corpus import CorpusImage
 from tests.harness.registry import Registry
 from tests.harness.serving import local_registries, write_policy
 from webhook.admission import NodeGroup
-from webhook.app import Settings, Webhook, build_app, create_app
+from webhook.app import Settings, build_app, create_app
 from webhook.codes import Code, Severity
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
+from webhook.engine import Webhook
 from webhook.findings import DENY, WARN, Finding, ImageResult
 from webhook.metrics import Metrics
 from webhook.policy import Exemptions, Mode, OnResolutionError, Policy
@@ -112,8 +113,8 @@ def make_client(
 ) -> tuple[FlaskClient, Webhook]:
     fixed = policy or Policy()
     current = fixed if callable(fixed) else (lambda: fixed)
-    webhook = Webhook(current, lambda _policy: checker, Metrics(), **kwargs)
-    return build_app(webhook, MAX_BODY).test_client(), webhook
+    webhook = Webhook(current, lambda _policy: checker, **kwargs)
+    return build_app(webhook, Metrics(), MAX_BODY).test_client(), webhook
 
 
 def answer(client: FlaskClient, body: Any) -> dict[str, Any]:

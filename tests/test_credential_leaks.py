@@ -19,8 +19,9 @@ from tests.harness.hostile import HostileServer, LoudServe, small_manifest
 from tests.harness.pki import CertificateAuthority
 from tests.harness.registry import Registry
 from tests.harness.serving import write_policy
-from webhook.app import Webhook, build_app
+from webhook.app import build_app
 from webhook.credentials import Keyring
+from webhook.engine import Webhook
 from webhook.metrics import Metrics
 from webhook.policy import Policy, RegistryOptions
 from webhook.registry import RegistryClient
@@ -164,7 +165,7 @@ def test_one_namespaces_secret_never_serves_another_namespaces_pod(
     checker = Checker(RegistryClient([options], network_guard=True))
     metrics = Metrics()
     app = build_app(
-        Webhook(lambda: policy, lambda _: checker, metrics, pull_secrets=NamespaceSecrets(keyrings))
+        Webhook(lambda: policy, lambda _: checker, pull_secrets=NamespaceSecrets(keyrings)), metrics
     )
     client = app.test_client()
 

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webhook.app import Webhook, build_app
+from webhook.app import build_app
+from webhook.engine import Webhook
 from webhook.errors import InvalidReference
 from webhook.metrics import Metrics
 from webhook.policy import Policy
@@ -88,7 +89,7 @@ def reviews(draw: st.DrawFn) -> Any:
 def client() -> Any:
     checker = Checker(RegistryClient(transport=httpx.MockTransport(lambda _: httpx.Response(404))))
     policy = Policy(mode="enforce", resolution_timeout=2)
-    app = build_app(Webhook(lambda: policy, lambda _: checker, Metrics()), max_body_bytes=256 * 1024)
+    app = build_app(Webhook(lambda: policy, lambda _: checker), Metrics(), max_body_bytes=256 * 1024)
     yield app.test_client()
     checker.close()
 
