@@ -147,5 +147,5 @@ def test_documents_stay_within_their_bytes_while_distinct_manifests_keep_coming(
     finally:
         tracemalloc.stop()
         checker.close()
-    assert checker._documents.bytes <= bound
+    assert checker.resolver._documents.bytes <= bound
     assert max(held) < bound + 4 * MIB, [round(h / MIB, 1) for h in held]
