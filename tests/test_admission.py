@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook import admission
-from webhook.admission import NodeGroup
+from webhook import admission, placement, podspec
 from webhook.codes import Code
 from webhook.errors import InvalidReview
 from webhook.findings import ALLOW, DENY, INFO, REMEDY, WARN, Finding, ImageResult
+from webhook.placement import NodeGroup
 from webhook.policy import Mode
 from webhook.runtimes import parse_target
 
@@ -73,7 +73,7 @@ def review(
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
 
 
-@pytest.mark.parametrize("kind", sorted(admission.POD_SPEC_PATHS))
+@pytest.mark.parametrize("kind", sorted(podspec.POD_SPEC_PATHS))
 def test_every_kind_yields_the_images_of_its_pod_spec(kind: str) -> None:
     spec = pod_spec("app:1", "sidecar:2", init=("init:3",))
     request = admission.parse_review(review(kind, wrap(kind, spec)))
@@ -222,22 +222,22 @@ def test_malformed_reviews_raise_one_line(change: str) -> None:
 
 
 def test_no_selector_keeps_every_group() -> None:
-    assert admission.narrow(GROUPS, pod_spec("x")) == GROUPS
+    assert placement.narrow(GROUPS, pod_spec("x")) == GROUPS
 
 
 def test_node_selector_on_arch_narrows() -> None:
     spec = {**pod_spec("x"), "nodeSelector": {"kubernetes.io/arch": "arm64"}}
-    assert [g.target for g in admission.narrow(GROUPS, spec)] == [CONTAINERD_ARM]
+    assert [g.target for g in placement.narrow(GROUPS, spec)] == [CONTAINERD_ARM]
 
 
 def test_node_selector_on_any_label_narrows() -> None:
     spec = {**pod_spec("x"), "nodeSelector": {"pool": "c"}}
-    assert [g.target for g in admission.narrow(GROUPS, spec)] == [CRIO_AMD]
+    assert [g.target for g in placement.narrow(GROUPS, spec)] == [CRIO_AMD]
 
 
 def test_hostname_selector_cannot_narrow_groups() -> None:
     spec = {**pod_spec("x"), "nodeSelector": {"kubernetes.io/hostname": "node-1"}}
-    assert admission.narrow(GROUPS, spec) == GROUPS
+    assert placement.narrow(GROUPS, spec) == GROUPS
 
 
 def affinity(*terms: list[dict[str, Any]]) -> dict[str, Any]:
@@ -283,26 +283,26 @@ def affinity(*terms: list[dict[str, Any]]) -> dict[str, Any]:
     ],
 )
 def test_required_node_affinity_narrows(terms: list[list[dict[str, Any]]], expected: list[Any]) -> None:
-    assert [g.target for g in admission.narrow(GROUPS, affinity(*terms))] == expected
+    assert [g.target for g in placement.narrow(GROUPS, affinity(*terms))] == expected
 
 
 def test_os_and_arch_come_from_the_target_when_labels_are_missing() -> None:
-    groups = admission.static_groups([CONTAINERD_AMD, CONTAINERD_ARM])
+    groups = placement.static_groups([CONTAINERD_AMD, CONTAINERD_ARM])
     spec = {**pod_spec("x"), "nodeSelector": {"kubernetes.io/arch": "arm64", "kubernetes.io/os": "linux"}}
-    assert admission.narrow(groups, spec) == [NodeGroup(CONTAINERD_ARM, None)]
+    assert placement.narrow(groups, spec) == [NodeGroup(CONTAINERD_ARM, None)]
 
 
 def test_policy_targets_narrow_by_os_and_arch_only() -> None:
-    groups = admission.static_groups([CONTAINERD_AMD, CONTAINERD_ARM])
+    groups = placement.static_groups([CONTAINERD_AMD, CONTAINERD_ARM])
     spec = {**pod_spec("x"), "nodeSelector": {"kubernetes.io/arch": "arm64", "pool": "new"}}
-    assert admission.narrow(groups, spec) == [NodeGroup(CONTAINERD_ARM, None)]
-    assert admission.narrow(groups, affinity([{"key": "pool", "operator": "Exists"}])) == groups
+    assert placement.narrow(groups, spec) == [NodeGroup(CONTAINERD_ARM, None)]
+    assert placement.narrow(groups, affinity([{"key": "pool", "operator": "Exists"}])) == groups
 
 
 def test_gt_and_lt_compare_numbers() -> None:
     groups = [NodeGroup(CONTAINERD_AMD, 1, {"cores": "8"}), NodeGroup(CRIO_AMD, 1, {"cores": "2"})]
     spec = affinity([{"key": "cores", "operator": "Gt", "values": ["4"]}])
-    assert [g.target for g in admission.narrow(groups, spec)] == [CONTAINERD_AMD]
+    assert [g.target for g in placement.narrow(groups, spec)] == [CONTAINERD_AMD]
 
 
 # --- the answer ------------------------------------------------------------------------------------
@@ -342,7 +342,7 @@ def test_where_counts_nodes_per_runtime() -> None:
 
 
 def test_where_without_node_counts_names_the_runtimes() -> None:
-    groups = admission.static_groups([CONTAINERD_AMD, CRIO_AMD])
+    groups = placement.static_groups([CONTAINERD_AMD, CRIO_AMD])
     deny = [f for f in schema1().findings if f.severity == DENY]
     assert admission.where(deny, groups) == "on containerd 2.1"
 
@@ -533,10 +533,10 @@ def test_a_shortened_warning_keeps_its_fix_advice() -> None:
 _CRIO_NODE = parse_target("cri-o://1.33.2", "linux/amd64")
 _C21_NODE = parse_target("containerd://2.1.3", "linux/amd64")
 _BOUND_GROUPS = [
-    admission.NodeGroup(
+    placement.NodeGroup(
         _CRIO_NODE, 2, {"pool": "a"}, frozenset({("old-1", "old-1"), ("old-2", "old-2-host")})
     ),
-    admission.NodeGroup(_C21_NODE, 2, {"pool": "a"}, frozenset({("new-1", "new-1"), ("new-2", "new-2")})),
+    placement.NodeGroup(_C21_NODE, 2, {"pool": "a"}, frozenset({("new-1", "new-1"), ("new-2", "new-2")})),
 ]
 
 
@@ -559,7 +559,7 @@ _BOUND_GROUPS = [
     ],
 )
 def test_a_pod_bound_to_a_node_is_judged_for_that_node_only(spec: dict[str, Any]) -> None:
-    [group] = admission.narrow(_BOUND_GROUPS, spec)
+    [group] = placement.narrow(_BOUND_GROUPS, spec)
     assert (group.target, group.nodes, group.members) == (_CRIO_NODE, 1, frozenset({("old-2", "old-2-host")}))
 
 
@@ -573,20 +573,20 @@ def test_a_daemonset_pod_bound_by_match_fields_keeps_its_other_requirements() ->
             "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
         }
     }
-    assert admission.narrow(_BOUND_GROUPS, spec) == []
+    assert placement.narrow(_BOUND_GROUPS, spec) == []
     term["matchExpressions"] = [{"key": "pool", "operator": "In", "values": ["a"]}]
-    narrowed = admission.narrow(_BOUND_GROUPS, spec)
+    narrowed = placement.narrow(_BOUND_GROUPS, spec)
     assert [(g.target, g.nodes) for g in narrowed] == [(_CRIO_NODE, 1), (_C21_NODE, 1)]
 
 
 def test_a_pod_bound_to_an_unknown_node_is_judged_on_the_static_targets() -> None:
-    static = admission.static_groups([_C21_NODE])
-    assert admission.placement(_BOUND_GROUPS, static, {"nodeName": "gone"}) == static
+    static = placement.static_groups([_C21_NODE])
+    assert placement.groups_for(_BOUND_GROUPS, static, {"nodeName": "gone"}) == static
     # A pod template names no node: every group it selects.
-    assert admission.placement(_BOUND_GROUPS, static, {}) == _BOUND_GROUPS
+    assert placement.groups_for(_BOUND_GROUPS, static, {}) == _BOUND_GROUPS
 
 
 def test_local_image_pull_reaches_node_targets() -> None:
-    [crio, c21] = admission.pulling_locally(_BOUND_GROUPS, True)
+    [crio, c21] = placement.pulling_locally(_BOUND_GROUPS, True)
     assert c21.target.local_pull and c21.members == _BOUND_GROUPS[1].members
-    assert admission.pulling_locally(_BOUND_GROUPS, False) == _BOUND_GROUPS
+    assert placement.pulling_locally(_BOUND_GROUPS, False) == _BOUND_GROUPS

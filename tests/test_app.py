@@ -17,7 +17,6 @@ from flask.testing import FlaskClient
 from tests.harness.corpus import CorpusImage
 from tests.harness.registry import Registry
 from tests.harness.serving import local_registries, write_policy
-from webhook.admission import NodeGroup
 from webhook.app import Settings, build_app, create_app
 from webhook.codes import Code, Severity
 from webhook.credentials import Keyring
@@ -25,6 +24,7 @@ from webhook.deadline import Deadline
 from webhook.engine import Webhook
 from webhook.findings import DENY, WARN, Finding, ImageResult
 from webhook.metrics import Metrics
+from webhook.placement import NodeGroup
 from webhook.policy import Exemptions, Mode, OnResolutionError, Policy
 from webhook.runtimes import Target, parse_target
 

@@ -9,12 +9,12 @@ import pytest
 
 from tests.harness.registry import Registry
 from webhook import render
-from webhook.admission import static_groups
-from webhook.audit import Placement, audit, with_drift
+from webhook.audit import audit, with_drift
 from webhook.codes import Code, Severity
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.findings import INFO, ImageResult
+from webhook.placement import Placement, static_groups
 from webhook.policy import Policy, RegistryOptions
 from webhook.runtimes import Target, parse_target
 from webhook.wiring import make_checker

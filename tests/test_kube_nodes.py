@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhook import admission
-from webhook.admission import NodeGroup
+from webhook import placement
 from webhook.kube import node_groups
 from webhook.kube.nodes import node_entry, node_key
+from webhook.placement import NodeGroup
 from webhook.runtimes import parse_target
 
 
@@ -62,11 +62,11 @@ def test_groups_narrow_by_any_label_and_count_failing_nodes() -> None:
     keys = [node_entry(node(f"g{n}", "containerd://2.1.3", pool="gpu")) for n in range(2)]
     keys += [node_entry(node(f"c{n}", "cri-o://1.33.2", pool="general")) for n in range(5)]
     groups = node_groups(k for k in keys if k is not None)
-    narrowed = admission.narrow(groups, {"nodeSelector": {"pool": "gpu"}})
+    narrowed = placement.narrow(groups, {"nodeSelector": {"pool": "gpu"}})
     assert [(str(g.target), g.nodes) for g in narrowed] == [("containerd://2.1.3 on linux/amd64", 2)]
     # The hostname names one node of the group: judged for that node alone.
     spec = {"nodeSelector": {"pool": "gpu", "kubernetes.io/hostname": "g0"}}
-    narrowed = admission.narrow(groups, spec)
+    narrowed = placement.narrow(groups, spec)
     assert narrowed == [
         NodeGroup(
             parse_target("containerd://2.1.3", "linux/amd64"),

@@ -21,7 +21,6 @@ from tests.harness import hostile
 from tests.harness.hostile import HostileServer
 from tests.harness.serving import local_registries, write_policy
 from webhook import admission, render, reports
-from webhook.admission import static_groups
 from webhook.app import Settings, create_app
 from webhook.audit import AuditReport, ImageAudit
 from webhook.cli import main
@@ -33,6 +32,7 @@ from webhook.findings import DENY, WARN, Finding, ImageResult
 from webhook.kube.policyreport import report_bodies
 from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics
+from webhook.placement import static_groups
 from webhook.policy import Mode, Policy
 from webhook.resolve import Checker
 from webhook.runtimes import default_targets

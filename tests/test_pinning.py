@@ -16,10 +16,11 @@ from tests.harness.images import make_layer
 from tests.harness.registry import Registry
 from tests.test_app import SCHEMA1, UID, Nodes, make_client, policy_for, real_app, review
 from webhook import pinning
-from webhook.admission import POD_SPEC_PATHS, NodeGroup
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.findings import ImageResult
+from webhook.placement import NodeGroup
+from webhook.podspec import POD_SPEC_PATHS
 from webhook.policy import Exemptions, Policy
 from webhook.runtimes import Target, parse_target
 

@@ -17,13 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from webhook import admission, pinning
-from webhook.admission import NodeGroup
+from webhook import pinning, podspec
 from webhook.codes import Code
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.errors import InvalidReference
 from webhook.findings import DENY, INFO, Finding, ImageResult
+from webhook.placement import NodeGroup, Placement, for_targets, pulling_locally, static_groups
 from webhook.policy import Policy
 from webhook.ports import Check, PullSecretSource
 from webhook.reference import parse
@@ -59,27 +59,6 @@ class AuditReport:
         return [entry.result for entry in self.entries]
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Where workloads may run: the cluster's node groups (if known) and the static targets."""
-
-    known: Sequence[NodeGroup]
-    static: Sequence[NodeGroup]
-
-    def targets(self, pod_spec: Mapping[str, object]) -> tuple[Target, ...]:
-        groups = admission.placement(self.known, self.static, pod_spec)
-        return tuple(sorted(admission.targets_of(groups), key=str))
-
-
-def upgraded(groups: Sequence[NodeGroup], runtimes: Sequence[Target]) -> list[NodeGroup]:
-    """The node groups as they would be running each of these runtimes instead of their own."""
-    return [
-        NodeGroup(Target(r.runtime, g.target.platform, g.target.local_pull), g.nodes, g.labels, g.members)
-        for g in groups
-        for r in dict.fromkeys(runtimes)
-    ]
-
-
 def _host(image: str) -> str:
     try:
         return parse(image).registry
@@ -100,8 +79,8 @@ class _Credentials:
             return self._node
         key = (
             workload.namespace,
-            admission.pull_secret_names_of(workload.pod_spec),
-            admission.service_account_of(workload.pod_spec),
+            podspec.pull_secret_names_of(workload.pod_spec),
+            podspec.service_account_of(workload.pod_spec),
         )
         if key not in self._known:
             self._known[key] = self._pull_secrets.keyring(*key).merged(self._node)
@@ -214,7 +193,7 @@ def audit(
     # Workloads whose image came out the same (other credentials, other nodes, no drift) share one entry.
     entries: dict[ImageResult, list[Workload]] = {}
     for (image, keyring, targets), users in uses.items():
-        result = admission.for_targets(results[(image, keyring)], targets)
+        result = for_targets(results[(image, keyring)], targets)
         for user in users:
             entries.setdefault(with_drift(result, user.running.get(image), policy), []).append(user)
     return AuditReport(
@@ -305,8 +284,8 @@ def start_background_audit(
             check_for(current),
             inventory.workloads,
             Placement(
-                admission.pulling_locally(nodes(), current.local_image_pull),
-                admission.static_groups(current.targets),
+                pulling_locally(nodes(), current.local_image_pull),
+                static_groups(current.targets),
             ),
             current,
             node_keyring=node_keyring(current),

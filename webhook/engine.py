@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from webhook import admission, pinning
-from webhook.admission import Decision, NodeGroup, Request
+from webhook import admission, pinning, placement
+from webhook.admission import Decision, Request
 from webhook.codes import Code
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
+from webhook.placement import NodeGroup
 from webhook.policy import Mode, Policy
 from webhook.ports import ImageChecker, NodeSource, PullSecretSource
 
@@ -61,8 +62,8 @@ class Webhook:
     def groups(self, policy: Policy, pod_spec: Any) -> list[NodeGroup]:
         """The node groups this Pod may land on; the policy's targets when Nodes are unknown."""
         nodes = self.nodes.groups() if self.nodes is not None and self.nodes.synced() else []
-        known = admission.pulling_locally(nodes, policy.local_image_pull)
-        return admission.placement(known, admission.static_groups(policy.targets), pod_spec)
+        known = placement.pulling_locally(nodes, policy.local_image_pull)
+        return placement.groups_for(known, placement.static_groups(policy.targets), pod_spec)
 
     def keyring(self, policy: Policy, req: Request) -> Keyring:
         """The Pod's pull-secret credentials first, then the node's, as the kubelet tries them."""
@@ -85,7 +86,7 @@ class Webhook:
         if not images:
             return Outcome(req, policy.mode, admission.ALLOW_ALL, tuple(exempt))
         groups = self.groups(policy, req.pod_spec)
-        targets = admission.targets_of(groups)
+        targets = placement.targets_of(groups)
         results = self.checker(policy).check(images, targets, policy, self.keyring(policy, req), deadline)
         decision = admission.decide(results, groups, policy.mode)
         return Outcome(req, policy.mode, decision, tuple(exempt), tuple(str(t) for t in targets))
@@ -104,7 +105,7 @@ class Webhook:
         ]
         if not images:
             return {}
-        targets = admission.targets_of(self.groups(policy, req.pod_spec))
+        targets = placement.targets_of(self.groups(policy, req.pod_spec))
         deadline = Deadline(policy.resolution_timeout)
         results = self.checker(policy).check(images, targets, policy, self.keyring(policy, req), deadline)
         return pinning.pins(results)

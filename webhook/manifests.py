@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from webhook.admission import CONTAINER_FIELDS, pod_spec_of
 from webhook.errors import ConfigError, InvalidReview
+from webhook.podspec import CONTAINER_FIELDS, pod_spec_of
 from webhook.workloads import objects_in, workload_of
 
 STDIN = "-"

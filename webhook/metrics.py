@@ -7,9 +7,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from webhook.admission import POD_SPEC_PATHS, Decision
+from webhook.admission import Decision
 from webhook.audit import AuditReport
 from webhook.findings import DENY, WARN
+from webhook.podspec import POD_SPEC_PATHS
 from webhook.policy import Mode
 from webhook.registry import RequestEvent
 from webhook.text import printable

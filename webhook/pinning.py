@@ -16,9 +16,9 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from webhook.admission import CONTAINER_FIELDS, POD_SPEC_PATHS, pod_spec_of
 from webhook.errors import InvalidReference
 from webhook.findings import DENY, ImageResult
+from webhook.podspec import CONTAINER_FIELDS, POD_SPEC_PATHS, pod_spec_of
 from webhook.reference import parse
 
 PATCH_TYPE = "JSONPatch"

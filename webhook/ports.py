@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from webhook.admission import NodeGroup
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.documents import Document
 from webhook.findings import ImageResult
+from webhook.placement import NodeGroup
 from webhook.policy import Policy
 from webhook.reference import ImageReference
 from webhook.routes import Endpoint, Route

@@ -1,7 +1,7 @@
 """Workloads in Kubernetes objects: which objects make Pods, from which pod spec, with which images.
 
 Pure: the objects come parsed (from the API or from manifest files); the pod spec and its images are
-found by admission's extraction, so the audit and the webhook read an object the same way.
+found by `webhook.podspec`, so the audit and the webhook read an object the same way.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from webhook.admission import CONTAINER_FIELDS, POD_SPEC_PATHS, containers_of, pod_spec_of
 from webhook.errors import ConfigError, InvalidReview
+from webhook.podspec import CONTAINER_FIELDS, POD_SPEC_PATHS, containers_of, pod_spec_of
 
 WORKLOAD_KINDS = tuple(POD_SPEC_PATHS)
 # Objects whose controller already stands for them in the audit: the controller's template makes

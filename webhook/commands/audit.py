@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from webhook import admission, render
-from webhook.audit import Placement, audit, upgraded
+from webhook import render
+from webhook.audit import audit
 from webhook.commands.check import (
     DEFAULT_CHECK_TIMEOUT,
     add_resolution_options,
@@ -16,6 +16,7 @@ from webhook.commands.check import (
     targets_for,
 )
 from webhook.errors import ConfigError
+from webhook.placement import NodeGroup, Placement, pulling_locally, static_groups, upgraded
 from webhook.policy import Policy
 from webhook.policyfile import load_policy
 from webhook.wiring import default_docker_config, make_checker, read_keyring
@@ -65,14 +66,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(run=run)
 
 
-def _placement(
-    args: argparse.Namespace, policy: Policy, known: list[admission.NodeGroup] | None
-) -> Placement:
+def _placement(args: argparse.Namespace, policy: Policy, known: list[NodeGroup] | None) -> Placement:
     """Where the workloads may run: the Nodes, unless --platform says otherwise; --runtime alone asks
     what the Nodes would make of the images if they ran that runtime."""
     if args.platform or known is None:
-        return Placement([], admission.static_groups(targets_for(policy, args.runtime, args.platform)))
-    static = admission.static_groups(policy.targets)
+        return Placement([], static_groups(targets_for(policy, args.runtime, args.platform)))
+    static = static_groups(policy.targets)
     if not args.runtime:
         return Placement(known, static)
     runtimes = targets_for(policy, args.runtime, [])
@@ -95,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     images = [image for workload in inventory.workloads for image in workload.images]
     policy = policy.with_registries(command_line_registries(args, policy, images))
     found = None if args.platform else reader.node_groups()
-    known = None if found is None else admission.pulling_locally(found, policy.local_image_pull)
+    known = None if found is None else pulling_locally(found, policy.local_image_pull)
     problems = list(inventory.problems)
     if known is None and not args.platform:
         problems.append("Nodes cannot be listed with these credentials: judged on the policy's targets")

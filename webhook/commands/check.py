@@ -10,12 +10,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from webhook import admission, pinning, platforms, render, reports
-from webhook.audit import AuditReport, Placement, audit
+from webhook import pinning, platforms, render, reports
+from webhook.audit import AuditReport, audit
 from webhook.deadline import Deadline
 from webhook.errors import ConfigError
 from webhook.findings import DENY, WARN, ImageResult
 from webhook.manifests import SourceLine, dump_manifests, image_lines, parse_manifests, read_text, source_name
+from webhook.placement import Placement, static_groups
 from webhook.policy import Policy, RegistryOptions
 from webhook.policyfile import load_policy
 from webhook.reference import InvalidReference, parse
@@ -182,7 +183,7 @@ def judge_manifests(args: argparse.Namespace, documents: list[Any]) -> AuditRepo
     keyring = read_keyring(args.docker_config or policy.docker_config or default_docker_config())
     checker = make_checker(policy, network_guard=False)
     try:
-        placement = Placement([], admission.static_groups(targets))
+        placement = Placement([], static_groups(targets))
         return audit(checker.check, workloads, placement, policy, node_keyring=keyring, timeout=args.timeout)
     finally:
         checker.close()

@@ -14,10 +14,10 @@ import orjson
 import urllib3
 from kubernetes import client, config
 
-from webhook.admission import NodeGroup
 from webhook.errors import ClusterError
 from webhook.kube.client import unreachable
 from webhook.kube.nodes import node_entry, node_groups
+from webhook.placement import NodeGroup
 from webhook.workloads import Workload, controller_uid, running_digests, with_running, workload_of
 
 _FORBIDDEN = 403

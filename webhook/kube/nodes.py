@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client, watch
 
-from webhook.admission import HOSTNAME_LABEL, PER_NODE_LABELS, Member, NodeGroup
+from webhook.placement import HOSTNAME_LABEL, PER_NODE_LABELS, Member, NodeGroup
 from webhook.platforms import Platform
 from webhook.runtimes import Target, parse_runtime
 
