@@ -19,7 +19,7 @@ import pytest
 
 from webhook import cache
 from webhook import mediatypes as mt
-from webhook.credentials import Keyring
+from webhook.credentials import Credential, Keyring
 from webhook.deadline import Deadline
 from webhook.digests import digest_of
 from webhook.errors import BlockedRegistry, RegistryError, RegistryUnreachable, Unauthorized
@@ -35,6 +35,7 @@ from webhook.registry.auth import (
     realm_may_receive_credentials,
     registrable_domain,
 )
+from webhook.routes import Endpoint
 
 MANIFEST = json.dumps(
     {
@@ -610,3 +611,58 @@ def test_basic_auth_refused_without_credentials() -> None:
     with pytest.raises(Unauthorized, match="anonymous access refused"):
         _get(RegistryClient(transport=_basic_registry(requests)), Keyring.empty())
     assert len(requests) == 1
+
+
+# ---- the authorization flow, driven by hand: no registry, no socket --------------------------------
+
+FLOW_URL = httpx.URL("https://registry.example.com/v2/team/app/manifests/v1")
+
+
+def _flow_endpoint() -> Endpoint:
+    return Endpoint(
+        "registry.example.com", "registry.example.com", "team/app", RegistryOptions("registry.example.com")
+    )
+
+
+def _reply(
+    status: int, url: httpx.URL, headers: dict[str, str] | None = None, body: bytes = b""
+) -> auth.Reply:
+    return auth.Reply(status, url, httpx.Headers(headers or {}), body)
+
+
+def test_the_flow_fetches_a_token_after_a_bearer_challenge_then_reuses_it() -> None:
+    authorizer = auth.Authorizer(64 * 1024)
+    endpoint = _flow_endpoint()
+    credential = Credential("alice", "secret", source="Secret default/pull")
+    flow = authorizer.flow(endpoint, FLOW_URL, [credential])
+    first = next(flow)
+    assert (first.url, first.authorization, first.token) == (FLOW_URL, None, False)
+    challenge = 'Bearer realm="https://auth.example.com/token",service="registry.example.com"'
+    to_realm = flow.send(_reply(401, FLOW_URL, {"www-authenticate": challenge}))
+    assert to_realm.token and to_realm.form is None
+    assert to_realm.url.host == "auth.example.com"
+    assert to_realm.url.params["scope"] == "repository:team/app:pull"
+    assert to_realm.authorization == "Basic " + base64.b64encode(b"alice:secret").decode()
+    again = flow.send(_reply(200, to_realm.url, body=b'{"token": "t0k3n", "expires_in": 300}'))
+    assert (again.url, again.authorization, again.token) == (FLOW_URL, "Bearer t0k3n", False)
+    with pytest.raises(StopIteration):
+        flow.send(_reply(200, FLOW_URL))
+    # The next request knows the challenge and has the token: one request, authorized at once.
+    second = authorizer.flow(endpoint, FLOW_URL, [credential])
+    assert next(second).authorization == "Bearer t0k3n"
+
+
+def test_the_flow_withholds_credentials_from_a_foreign_realm_and_says_so() -> None:
+    authorizer = auth.Authorizer(64 * 1024)
+    credential = Credential("alice", "secret", source="Secret default/pull")
+    flow = authorizer.flow(_flow_endpoint(), FLOW_URL, [credential])
+    next(flow)
+    challenge = 'Bearer realm="https://tokens.elsewhere.test/token"'
+    to_realm = flow.send(_reply(401, FLOW_URL, {"www-authenticate": challenge}))
+    assert to_realm.token and to_realm.authorization is None  # asked anonymously
+    again = flow.send(_reply(200, to_realm.url, body=b'{"token": "anonymous-token"}'))
+    assert again.authorization == "Bearer anonymous-token"
+    with pytest.raises(
+        Unauthorized, match=r"withheld the credentials \(Secret default/pull\).*tokens\.elsewhere\.test"
+    ):
+        flow.send(_reply(401, FLOW_URL, {"www-authenticate": challenge}))
