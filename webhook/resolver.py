@@ -8,7 +8,6 @@ mean for a runtime is the checker's business (resolve.py).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -52,7 +51,6 @@ from webhook.runtimes import Target
 T = TypeVar("T")
 
 Task = tuple[str, Callable[[Resolution], None]]  # a fetch for one digest, recording into a resolution
-log = logging.getLogger(__name__)
 
 
 class _SingleFlight:

@@ -15,7 +15,6 @@ and verified bodies, transport.py holds the connections.  This module is the sma
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -62,8 +61,6 @@ from webhook.registry.exchange import (
 )
 from webhook.registry.transport import DEFAULT_CONNECTIONS_PER_ORIGIN
 from webhook.routes import Endpoint, Route, policy_route
-
-log = logging.getLogger(__name__)
 
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _T = TypeVar("_T")
