@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, get_args
 
@@ -28,6 +28,11 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 RESOLUTION_OUTCOMES: tuple[OnResolutionError, ...] = get_args(OnResolutionError)
 DEFAULT_RESOLUTION_TIMEOUT = 8.0  # seconds; below the webhook's default 10 s timeoutSeconds
 DEFAULT_CONNECTIONS_PER_REGISTRY = 32
+# The apiserver caps a webhook's timeoutSeconds at 30 and pullcheck answers by the deadline plus 0.5 s.
+MAX_RESOLUTION_TIMEOUT = 29
+MIN_AUDIT_INTERVAL = 60  # seconds; 0 turns the background audit off
+MAX_CACHE_MIB = 65536
+MAX_CONNECTIONS_PER_REGISTRY = 1024
 MIB = 1024 * 1024
 
 
@@ -214,13 +219,19 @@ class _PolicyReader:
     def error(self, path: str, problem: str) -> None:
         self.errors.append(f"{path}: {problem}")
 
+    def unknown_keys(self, data: Mapping[Any, Any], known: Collection[str], path: str) -> None:
+        """One error for each key of `data` (at `path`) that is not one of `known`."""
+        for key in sorted(set(map(str, data)) - set(known)):
+            self.error(
+                f"{path}.{key}" if path else key, f"unknown key (expected one of {', '.join(sorted(known))})"
+            )
+
     def read(self, data: Any) -> Policy:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
             raise ConfigError(f"{self.source}: the policy must be a mapping, not {type(data).__name__}")
-        for key in sorted(set(map(str, data)) - _TOP_KEYS):
-            self.error(key, f"unknown key (expected one of {', '.join(sorted(_TOP_KEYS))})")
+        self.unknown_keys(data, _TOP_KEYS, "")
         policy = Policy(
             mode=self.choice(data, "mode", MODES, "warn"),
             on_resolution_error=self.choice(data, "onResolutionError", RESOLUTION_OUTCOMES, "warn"),
@@ -275,8 +286,15 @@ class _PolicyReader:
     def timeout(self, value: Any) -> float:
         if value is None:
             return DEFAULT_RESOLUTION_TIMEOUT
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 60:
-            self.error("resolutionTimeoutSeconds", "must be a number of seconds above 0 and at most 60")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < value <= MAX_RESOLUTION_TIMEOUT
+        ):
+            self.error(
+                "resolutionTimeoutSeconds",
+                f"must be a number of seconds above 0 and at most {MAX_RESOLUTION_TIMEOUT}",
+            )
             return DEFAULT_RESOLUTION_TIMEOUT
         return float(value)
 
@@ -286,9 +304,12 @@ class _PolicyReader:
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
-            or not (value == 0 or 60 <= value <= threading.TIMEOUT_MAX)
+            or not (value == 0 or MIN_AUDIT_INTERVAL <= value <= threading.TIMEOUT_MAX)
         ):
-            self.error("auditIntervalSeconds", "must be 0 (no background audit) or at least 60 seconds")
+            self.error(
+                "auditIntervalSeconds",
+                f"must be 0 (no background audit) or at least {MIN_AUDIT_INTERVAL} seconds",
+            )
             return 0.0
         return float(value)
 
@@ -298,14 +319,14 @@ class _PolicyReader:
         if not isinstance(value, Mapping):
             self.error("caches", f"must be a mapping with {', '.join(_CACHE_KEYS)}")
             return DEFAULT_CACHES
+        self.unknown_keys(value, _CACHE_KEYS, "caches")
         limits: dict[str, int] = {}
         for key in map(str, value):
             if key not in _CACHE_KEYS:
-                self.error(f"caches.{key}", f"unknown key (expected one of {', '.join(sorted(_CACHE_KEYS))})")
                 continue
             size = value[key]
-            if isinstance(size, bool) or not isinstance(size, int | float) or not 0 < size <= 65536:
-                self.error(f"caches.{key}", "must be a number of MiB above 0 and at most 65536")
+            if isinstance(size, bool) or not isinstance(size, int | float) or not 0 < size <= MAX_CACHE_MIB:
+                self.error(f"caches.{key}", f"must be a number of MiB above 0 and at most {MAX_CACHE_MIB}")
                 continue
             limits[_CACHE_KEYS[key]] = int(size * MIB)
         return replace(DEFAULT_CACHES, **limits)
@@ -313,8 +334,14 @@ class _PolicyReader:
     def connections(self, value: Any) -> int:
         if value is None:
             return DEFAULT_CONNECTIONS_PER_REGISTRY
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
-            self.error("connectionsPerRegistry", "must be a whole number from 1 to 1024")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= MAX_CONNECTIONS_PER_REGISTRY
+        ):
+            self.error(
+                "connectionsPerRegistry", f"must be a whole number from 1 to {MAX_CONNECTIONS_PER_REGISTRY}"
+            )
             return DEFAULT_CONNECTIONS_PER_REGISTRY
         return value
 
@@ -358,10 +385,7 @@ class _PolicyReader:
             if not isinstance(entry, Mapping):
                 self.error(path, "must be a mapping with at least host")
                 continue
-            for key in sorted(set(map(str, entry)) - _REGISTRY_KEYS):
-                self.error(
-                    f"{path}.{key}", f"unknown key (expected one of {', '.join(sorted(_REGISTRY_KEYS))})"
-                )
+            self.unknown_keys(entry, _REGISTRY_KEYS, path)
             host = self.string(entry.get("host"), f"{path}.host")
             if host is None:
                 continue
@@ -408,10 +432,7 @@ class _PolicyReader:
             if not isinstance(item, Mapping):
                 self.error(where, "must be a host or a mapping with at least host")
                 continue
-            for key in sorted(set(map(str, item)) - _MIRROR_KEYS):
-                self.error(
-                    f"{where}.{key}", f"unknown key (expected one of {', '.join(sorted(_MIRROR_KEYS))})"
-                )
+            self.unknown_keys(item, _MIRROR_KEYS, where)
             host = self.string(item.get("host"), f"{where}.host")
             if host is None:
                 continue
@@ -446,10 +467,7 @@ class _PolicyReader:
         if not isinstance(value, Mapping):
             self.error("nodeConfig", "must be a mapping with containerdHostsDir and crioRegistriesConf")
             return NodeConfig()
-        for key in sorted(set(map(str, value)) - _NODE_CONFIG_KEYS):
-            self.error(
-                f"nodeConfig.{key}", f"unknown key (expected one of {', '.join(sorted(_NODE_CONFIG_KEYS))})"
-            )
+        self.unknown_keys(value, _NODE_CONFIG_KEYS, "nodeConfig")
         return NodeConfig(
             containerd_hosts_dir=self.string(
                 value.get("containerdHostsDir"), "nodeConfig.containerdHostsDir"
@@ -481,10 +499,7 @@ class _PolicyReader:
         if not isinstance(value, Mapping):
             self.error("exemptions", "must be a mapping with namespaces, images and registries")
             return Exemptions()
-        for key in sorted(set(map(str, value)) - _EXEMPTION_KEYS):
-            self.error(
-                f"exemptions.{key}", f"unknown key (expected one of {', '.join(sorted(_EXEMPTION_KEYS))})"
-            )
+        self.unknown_keys(value, _EXEMPTION_KEYS, "exemptions")
         return Exemptions(
             namespaces=self.strings(value.get("namespaces"), "exemptions.namespaces"),
             images=self.strings(value.get("images"), "exemptions.images"),

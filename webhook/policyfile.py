@@ -11,6 +11,7 @@ from dataclasses import replace
 import yaml
 
 from webhook.errors import ConfigError
+from webhook.files import FileStamp, file_stamp
 from webhook.manifests import yaml_problem
 from webhook.nodeconfig import (
     ContainerdHosts,
@@ -109,14 +110,13 @@ class PolicyFile:
         self._stamp = self._file_stamp()
         self._checked = time.monotonic()
 
-    def _file_stamp(self) -> tuple[int, int, int] | None:
+    def _file_stamp(self) -> FileStamp | None:
         if self.path is None:
             return None
         try:
-            stat = os.stat(self.path)
+            return file_stamp(self.path)
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
     def current(self) -> Policy:
         if self.path is None or time.monotonic() - self._checked < self.interval:

@@ -34,6 +34,7 @@ from gunicorn.workers.base import Worker
 
 from webhook.admission import MAX_REVIEW_BYTES
 from webhook.errors import ConfigError
+from webhook.files import file_stamp
 from webhook.logs import logging_config, quiet_records
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,6 @@ class ServerOptions:
     buffered_bytes: int = 32 * 1024 * 1024
 
 
-def _stamp(path: str) -> tuple[int, int, int]:
-    info = os.stat(path)
-    return info.st_mtime_ns, info.st_size, info.st_ino
-
-
 class CertificateReloader:
     """A server SSLContext for the current certificate and key files.
 
@@ -76,7 +72,7 @@ class CertificateReloader:
         self.cert_file, self.key_file = cert_file, key_file
         self._lock = threading.Lock()
         try:
-            self._stamps = (_stamp(cert_file), _stamp(key_file))
+            self._stamps = (file_stamp(cert_file), file_stamp(key_file))
             self._context = self._build()
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot serve TLS with {cert_file} and {key_file}: {exc}") from None
@@ -90,7 +86,7 @@ class CertificateReloader:
 
     def context(self) -> ssl.SSLContext:
         try:
-            stamps = (_stamp(self.cert_file), _stamp(self.key_file))
+            stamps = (file_stamp(self.cert_file), file_stamp(self.key_file))
         except OSError:
             return self._context  # mid-rotation: a file is briefly missing
         if stamps == self._stamps:

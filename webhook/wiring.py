@@ -15,6 +15,7 @@ from typing import Any
 
 from webhook.credentials import Keyring
 from webhook.errors import ConfigError, PullcheckError
+from webhook.files import FileStamp, file_stamp
 from webhook.policy import Policy
 from webhook.ports import ImageChecker
 from webhook.registry import RegistryClient, RequestEvent
@@ -108,13 +109,13 @@ class NodeKeyring:
     def __init__(self, read: Callable[[str], Keyring]) -> None:
         self._read = read
         self._lock = threading.Lock()
-        self._key: tuple[str | None, float | None] = (None, None)
+        self._key: tuple[str | None, FileStamp | None] = (None, None)
         self._keyring = Keyring.empty()
 
     def __call__(self, policy: Policy) -> Keyring:
         path = policy.docker_config
         try:
-            stamp = os.stat(path).st_mtime if path else None
+            stamp = file_stamp(path) if path else None
         except OSError:
             stamp = None
         with self._lock:

@@ -8,14 +8,14 @@ import sys
 from webhook import render
 from webhook.audit import audit
 from webhook.commands.check import (
-    DEFAULT_CHECK_TIMEOUT,
     add_resolution_options,
+    add_timeout_option,
+    check_timeout,
     command_line_registries,
     exit_status,
     render_report,
     targets_for,
 )
-from webhook.errors import ConfigError
 from webhook.placement import NodeGroup, Placement, pulling_locally, static_groups, upgraded
 from webhook.policy import Policy
 from webhook.policyfile import load_policy
@@ -56,13 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="table",
         help="table, json, csv, or the CI reports sarif (SARIF 2.1.0) and junit (JUnit XML)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_CHECK_TIMEOUT,
-        metavar="S",
-        help=f"seconds for each image's resolution (default {DEFAULT_CHECK_TIMEOUT:g})",
-    )
+    add_timeout_option(parser, "seconds for each image's resolution")
     parser.set_defaults(run=run)
 
 
@@ -79,8 +73,7 @@ def _placement(args: argparse.Namespace, policy: Policy, known: list[NodeGroup] 
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 < args.timeout <= 600:
-        raise ConfigError("--timeout must be above 0 and at most 600 seconds")
+    check_timeout(args.timeout)
     policy = load_policy(args.config)
     from webhook import kube
     from webhook.kube.inventory import ClusterReader, context_namespace

@@ -25,6 +25,7 @@ from webhook.wiring import default_docker_config, make_checker, read_keyring
 from webhook.workloads import workloads_in
 
 DEFAULT_CHECK_TIMEOUT = 30.0
+MAX_CHECK_TIMEOUT = 600
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,15 +64,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="table",
         help="table, json, or with -f the CI reports sarif (SARIF 2.1.0) and junit (JUnit XML)",
     )
+    add_timeout_option(parser, "seconds for the whole resolution, with -f for each image's")
+    parser.set_defaults(run=run)
+
+
+def add_timeout_option(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_CHECK_TIMEOUT,
         metavar="S",
-        help="seconds for the whole resolution, with -f for each image's "
-        f"(default {DEFAULT_CHECK_TIMEOUT:g})",
+        help=f"{text} (default {DEFAULT_CHECK_TIMEOUT:g})",
     )
-    parser.set_defaults(run=run)
+
+
+def check_timeout(seconds: float) -> None:
+    """The --timeout of check, audit and postrender: above 0 and at most MAX_CHECK_TIMEOUT."""
+    if not 0 < seconds <= MAX_CHECK_TIMEOUT:
+        raise ConfigError(f"--timeout must be above 0 and at most {MAX_CHECK_TIMEOUT} seconds")
 
 
 def add_resolution_options(
@@ -205,8 +215,7 @@ def render_report(
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 < args.timeout <= 600:
-        raise ConfigError("--timeout must be above 0 and at most 600 seconds")
+    check_timeout(args.timeout)
     if args.manifests:
         args.filename, args.images = args.filename + args.images, []
     if bool(args.images) == bool(args.filename):

@@ -12,14 +12,14 @@ import sys
 
 from webhook import render
 from webhook.commands.check import (
-    DEFAULT_CHECK_TIMEOUT,
     add_pin_option,
     add_resolution_options,
+    add_timeout_option,
+    check_timeout,
     exit_status,
     judge_manifests,
     pinned_documents,
 )
-from webhook.errors import ConfigError
 from webhook.findings import ALLOW
 from webhook.manifests import STDIN, dump_manifests, parse_manifests, read_text
 
@@ -34,19 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_resolution_options(parser)
     add_pin_option(parser, "pin each image to the digest judged (`app:1.2` -> `app:1.2@sha256:...`)")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_CHECK_TIMEOUT,
-        metavar="S",
-        help=f"seconds for each image's resolution (default {DEFAULT_CHECK_TIMEOUT:g})",
-    )
+    add_timeout_option(parser, "seconds for each image's resolution")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 < args.timeout <= 600:
-        raise ConfigError("--timeout must be above 0 and at most 600 seconds")
+    check_timeout(args.timeout)
     text = read_text(STDIN)
     documents = parse_manifests(text, "the rendered manifests")
     report = judge_manifests(args, documents)
