@@ -22,7 +22,7 @@ from tests.harness.hostile import HostileServer
 from tests.harness.serving import local_registries, write_policy
 from webhook import admission, render, reports
 from webhook.app import Settings, create_app
-from webhook.audit import AuditReport, ImageAudit
+from webhook.auditreport import AuditReport, ImageAudit
 from webhook.cli import main
 from webhook.codes import Code
 from webhook.credentials import Keyring

@@ -178,7 +178,7 @@ def create_app(settings: Settings) -> Flask:
     nodes: NodeSource | None = None
     pull_secrets: PullSecretSource | None = None
     if settings.kubeconfig or settings.in_cluster:
-        from webhook import audit, kube
+        from webhook import background, kube
 
         api = kube.api_client(settings.kubeconfig, in_cluster=settings.in_cluster)
         # The cache bound as the policy says at start (a pull-secret cache is not rebuilt on a change).
@@ -187,7 +187,7 @@ def create_app(settings: Settings) -> Flask:
         if view is not None:
             view.start()
             nodes = view
-        audit.start_background_audit(
+        background.start_background_audit(
             api,
             policy=policy_file.current,
             check_for=lambda policy: checkers(policy).check,

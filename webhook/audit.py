@@ -1,4 +1,4 @@
-"""Auditing many workloads at once, and the periodic audit of `pullcheck serve`.
+"""Auditing many workloads at once (`pullcheck audit`, `pullcheck check`, the periodic audit of `serve`).
 
 The cost grows with distinct images, not with workloads: each distinct (image, credential set) is
 resolved once, for the union of the targets of the workloads using it, and each workload then sees the
@@ -14,16 +14,16 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 from webhook import pinning, podspec
+from webhook.auditreport import AuditReport, ImageAudit
 from webhook.codes import Code
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.errors import InvalidReference
-from webhook.findings import DENY, INFO, Finding, ImageResult
-from webhook.placement import NodeGroup, Placement, for_targets, pulling_locally, static_groups
+from webhook.findings import INFO, Finding, ImageResult
+from webhook.placement import Placement, for_targets
 from webhook.policy import Policy
 from webhook.ports import Check, PullSecretSource
 from webhook.reference import parse
@@ -37,26 +37,6 @@ WORKERS = 16
 IMAGE_TIMEOUT = 30.0  # seconds for one image's resolution
 
 Progress = Callable[[int, int], None]  # (resolved, total)
-
-
-@dataclass(frozen=True)
-class ImageAudit:
-    """One image's result, for the targets of the workloads that use it."""
-
-    result: ImageResult
-    workloads: tuple[Workload, ...]
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    entries: tuple[ImageAudit, ...]  # an image judged differently for some workloads has one entry each
-    problems: tuple[str, ...]  # what could not be read or judged, one line each
-    workloads: int  # workloads judged (exempt ones left out)
-    resolutions: int  # distinct (image, credential set) pairs resolved
-
-    @property
-    def results(self) -> list[ImageResult]:
-        return [entry.result for entry in self.entries]
 
 
 def _host(image: str) -> str:
@@ -221,91 +201,3 @@ def with_drift(result: ImageResult, running: frozenset[str] | None, policy: Poli
     message = f"running Pods use {', '.join(map(_short, stale))}; the tag now names {_short(result.digest)}"
     drift = policy.apply([Finding(Code.DIGEST_DRIFT, INFO, "", "", message)])
     return replace(result, findings=(*result.findings, *drift)) if drift else result
-
-
-# --- the periodic audit of `pullcheck serve` -------------------------------------------------------
-
-
-class BackgroundAudit:
-    """Runs `run_once` every `interval()` seconds in a daemon thread; an interval of 0 pauses it (the
-    policy is looked at again every `idle_poll` seconds, so turning audits on needs no restart)."""
-
-    def __init__(
-        self, run_once: Callable[[], object], interval: Callable[[], float], *, idle_poll: float = 30.0
-    ) -> None:
-        self._run_once = run_once
-        self._interval = interval
-        self._idle_poll = idle_poll
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="pullcheck-audit", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    def _loop(self) -> None:
-        while not self._stopped.is_set():
-            seconds = self._interval()
-            if seconds <= 0:
-                self._stopped.wait(self._idle_poll)
-                continue
-            try:
-                self._run_once()
-            except Exception as exc:  # noqa: BLE001 - the next run may succeed; the webhook goes on
-                log.error("background audit failed: %s: %s", type(exc).__name__, exc)
-            self._stopped.wait(seconds)
-
-
-def start_background_audit(
-    api: Any,
-    *,
-    policy: Callable[[], Policy],
-    check_for: Callable[[Policy], Check],
-    nodes: Callable[[], Sequence[NodeGroup]],
-    pull_secrets: PullSecretSource,
-    node_keyring: Callable[[Policy], Keyring],
-    on_report: Callable[[AuditReport], None],
-    interval: float | None = None,
-) -> BackgroundAudit:
-    """Audit every namespace of the cluster of `api` (a kubernetes ApiClient) every `interval` seconds,
-    else the policy's auditIntervalSeconds; hand each report to `on_report` and write PolicyReports."""
-    from webhook.kube.inventory import ClusterReader
-    from webhook.kube.policyreport import PolicyReportWriter
-
-    reader = ClusterReader(api)
-    writer = PolicyReportWriter(api)
-
-    def run_once() -> None:
-        current = policy()
-        inventory = reader.workloads(None)
-        report = audit(
-            check_for(current),
-            inventory.workloads,
-            Placement(
-                pulling_locally(nodes(), current.local_image_pull),
-                static_groups(current.targets),
-            ),
-            current,
-            node_keyring=node_keyring(current),
-            pull_secrets=pull_secrets,
-            problems=inventory.problems,
-            timeout=current.resolution_timeout,
-        )
-        on_report(report)
-        written = writer.write(report)
-        denied = sum(1 for r in report.results if r.verdict == DENY)
-        log.info(
-            "background audit: %d workloads, %d images (%d denied), %s policy reports",
-            report.workloads,
-            report.resolutions,
-            denied,
-            "no" if written is None else written,
-        )
-
-    background = BackgroundAudit(
-        run_once, lambda: interval if interval is not None else policy().audit_interval
-    )
-    background.start()
-    return background

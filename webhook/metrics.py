@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from webhook.admission import Decision
-from webhook.audit import AuditReport
+from webhook.auditreport import AuditReport
 from webhook.findings import DENY, WARN
 from webhook.podspec import POD_SPEC_PATHS
 from webhook.policy import Mode

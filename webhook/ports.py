@@ -1,8 +1,8 @@
 """The ports: what the core asks of the world, as protocols the adapters fulfil.
 
-The admission use case (`webhook.engine`) and the audit take their collaborators through these, so a
-test or another adapter can stand in for the registry, the cluster's Nodes or its pull secrets. Nothing
-here does I/O; the implementations are `webhook.registry.RegistryClient` (`RegistrySource`),
+The admission use case (`webhook.engine`), the resolver and the audit take their collaborators through
+these, so a test or another adapter can stand in for the registry, the cluster's Nodes or its pull
+secrets. Nothing here does I/O; the implementations are `webhook.registry.RegistryClient` (`RegistrySource`),
 `webhook.resolve.Checker` (`ImageChecker`), `webhook.kube.NodeView` (`NodeSource`) and
 `webhook.kube.PullSecrets` (`PullSecretSource`).
 """

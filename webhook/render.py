@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from webhook.audit import AuditReport
+from webhook.auditreport import AuditReport
 from webhook.codes import Code, Severity
 from webhook.findings import ALLOW, DENY, REMEDY, WARN, ImageResult, worst
 from webhook.text import printable

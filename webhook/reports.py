@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from webhook import __version__, explain
-from webhook.audit import AuditReport
+from webhook.auditreport import AuditReport
 from webhook.codes import Code
 from webhook.findings import DEFAULT_SEVERITY, DENY, INFO, REMEDY, WARN, Finding, ImageResult
 from webhook.manifests import STDIN, SourceLine

@@ -18,7 +18,7 @@ from tests.e2e.test_audit import plant
 from tests.harness.corpus import CorpusImage
 from tests.harness.registry import Registry
 from tests.harness.serving import Webhook, local_registries, trust, write_policy
-from webhook.audit import AuditReport
+from webhook.auditreport import AuditReport
 from webhook.kube.policyreport import PolicyReportWriter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.registry]

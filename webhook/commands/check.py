@@ -11,7 +11,8 @@ from dataclasses import replace
 from typing import Any
 
 from webhook import pinning, platforms, render, reports
-from webhook.audit import AuditReport, audit
+from webhook.audit import audit
+from webhook.auditreport import AuditReport
 from webhook.deadline import Deadline
 from webhook.errors import ConfigError
 from webhook.findings import DENY, WARN, ImageResult

@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes import client
 
-from webhook.audit import AuditReport
+from webhook.auditreport import AuditReport
 from webhook.findings import DENY, WARN, ImageResult
 from webhook.text import printable
 
