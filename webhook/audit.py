@@ -9,7 +9,6 @@ own images a finding and holds up nobody else's.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,7 +29,6 @@ from webhook.reference import parse
 from webhook.runtimes import Target
 from webhook.workloads import Workload
 
-log = logging.getLogger("pullcheck.audit")
 
 PER_HOST = 8  # concurrent resolutions against one registry host
 WORKERS = 16
