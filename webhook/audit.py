@@ -29,7 +29,6 @@ from webhook.reference import parse
 from webhook.runtimes import Target
 from webhook.workloads import Workload
 
-
 PER_HOST = 8  # concurrent resolutions against one registry host
 WORKERS = 16
 IMAGE_TIMEOUT = 30.0  # seconds for one image's resolution
