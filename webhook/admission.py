@@ -29,6 +29,7 @@ from webhook.podspec import (
 )
 from webhook.policy import Mode
 from webhook.text import printable
+from webhook.wire import AdmissionResponse, AdmissionReviewAnswer
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 
@@ -321,9 +322,9 @@ def decide(results: Sequence[ImageResult], groups: Sequence[NodeGroup], mode: Mo
 ALLOW_ALL = Decision(True, "", (), {}, {}, ())
 
 
-def response(api_version: str, uid: str, decision: Decision) -> dict[str, Any]:
+def response(api_version: str, uid: str, decision: Decision) -> AdmissionReviewAnswer:
     """The AdmissionReview to send back."""
-    answer: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
+    answer: AdmissionResponse = {"uid": uid, "allowed": decision.allowed}
     if not decision.allowed:
         answer["status"] = {
             "metadata": {},

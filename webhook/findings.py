@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from webhook.codes import Code, Severity
 
@@ -74,6 +74,31 @@ REMEDY: dict[Code, str] = {
 }
 
 
+# The `pullcheck/v1` JSON of `pullcheck check --output json` (webhook.render wraps the results).
+class FindingJson(TypedDict):
+    code: Code
+    severity: Severity
+    runtime: str
+    platform: str
+    message: str
+
+
+class EndpointJson(TypedDict):
+    endpoint: str
+    role: str
+    runtimes: list[str]
+
+
+class ResultJson(TypedDict):
+    image: str
+    reference: str | None
+    digest: str | None
+    mediaType: str | None
+    verdict: Severity
+    findings: list[FindingJson]
+    endpoints: list[EndpointJson]
+
+
 @dataclass(frozen=True)
 class Finding:
     code: Code
@@ -83,7 +108,7 @@ class Finding:
     message: str
     from_node_config: bool = False  # a refusal the node's own files decide: onResolutionError does not apply
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> FindingJson:
         return {
             "code": self.code,
             "severity": self.severity,
@@ -107,7 +132,7 @@ class Answer:
     role: str  # mirror | registry
     runtimes: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> EndpointJson:
         return {"endpoint": self.endpoint, "role": self.role, "runtimes": list(self.runtimes)}
 
 
@@ -136,7 +161,7 @@ class ImageResult:
                 seen.setdefault(f"{f.runtime} on {f.platform}" if f.runtime else "every target", None)
         return list(seen)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> ResultJson:
         return {
             "image": self.image,
             "reference": self.reference,

@@ -20,6 +20,7 @@ from webhook.errors import InvalidReference
 from webhook.findings import DENY, ImageResult
 from webhook.podspec import CONTAINER_FIELDS, POD_SPEC_PATHS, pod_spec_of
 from webhook.reference import parse
+from webhook.wire import AdmissionResponse, AdmissionReviewAnswer
 
 PATCH_TYPE = "JSONPatch"
 
@@ -70,9 +71,9 @@ def patch(kind: str, pod_spec: Mapping[str, Any], pinned: Mapping[str, str]) -> 
     ]
 
 
-def mutation_response(api_version: str, uid: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+def mutation_response(api_version: str, uid: str, operations: list[dict[str, Any]]) -> AdmissionReviewAnswer:
     """The AdmissionReview to send back from /mutate: always allowed, with the patch when there is one."""
-    answer: dict[str, Any] = {"uid": uid, "allowed": True}
+    answer: AdmissionResponse = {"uid": uid, "allowed": True}
     if operations:
         answer["patchType"] = PATCH_TYPE
         answer["patch"] = base64.b64encode(json.dumps(operations, separators=(",", ":")).encode()).decode()

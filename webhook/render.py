@@ -10,19 +10,41 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import TextIO
+from typing import TextIO, TypedDict
 
 from webhook.auditreport import AuditReport
 from webhook.codes import Code, Severity
-from webhook.findings import ALLOW, DENY, REMEDY, WARN, ImageResult, worst
+from webhook.findings import ALLOW, DENY, REMEDY, WARN, ImageResult, ResultJson, worst
 from webhook.text import printable
 from webhook.workloads import Workload
 
 API_VERSION = "pullcheck/v1"
 
 
+class CheckDocument(TypedDict):
+    apiVersion: str
+    results: list[ResultJson]
+
+
+class WorkloadJson(TypedDict):
+    namespace: str
+    kind: str
+    name: str
+
+
+class AuditResultJson(ResultJson):
+    workloads: list[WorkloadJson]
+
+
+class AuditDocument(TypedDict):
+    apiVersion: str
+    results: list[AuditResultJson]
+    problems: list[str]
+
+
 def to_json(results: Sequence[ImageResult]) -> str:
-    return json.dumps({"apiVersion": API_VERSION, "results": [r.to_json() for r in results]}, indent=2)
+    document: CheckDocument = {"apiVersion": API_VERSION, "results": [r.to_json() for r in results]}
+    return json.dumps(document, indent=2)
 
 
 def reason(result: ImageResult) -> str:
@@ -64,17 +86,21 @@ def to_table(results: Sequence[ImageResult]) -> str:
 # --- audits: images with the workloads that use them ----------------------------------------------
 
 
-def _workload_json(workload: Workload) -> dict[str, str]:
+def _workload_json(workload: Workload) -> WorkloadJson:
     return {"namespace": workload.namespace, "kind": workload.kind, "name": workload.name}
 
 
 def audit_to_json(report: AuditReport) -> str:
     """`check`'s document, each result with the workloads using the image, and what was not audited."""
-    results = [
+    results: list[AuditResultJson] = [
         {**entry.result.to_json(), "workloads": [_workload_json(w) for w in entry.workloads]}
         for entry in report.entries
     ]
-    document = {"apiVersion": API_VERSION, "results": results, "problems": list(report.problems)}
+    document: AuditDocument = {
+        "apiVersion": API_VERSION,
+        "results": results,
+        "problems": list(report.problems),
+    }
     return json.dumps(document, indent=2)
 
 
@@ -102,11 +128,13 @@ def audit_to_csv(report: AuditReport) -> str:
     writer.writerow(CSV_COLUMNS)
     for entry in report.entries:
         r = entry.result
-        findings = [f.to_json() for f in r.findings] or [dict.fromkeys(CSV_COLUMNS[8:], "")]
+        findings: list[list[str]] = [
+            [f.code, f.severity, f.runtime, f.platform, f.message] for f in r.findings
+        ] or [[""] * len(CSV_COLUMNS[8:])]
         for workload in entry.workloads:
             for finding in findings:
                 head = [r.verdict, workload.namespace, workload.kind, workload.name, r.image]
-                row = head + [r.reference or "", r.digest or "", r.media_type or ""] + list(finding.values())
+                row = head + [r.reference or "", r.digest or "", r.media_type or ""] + finding
                 writer.writerow([printable(cell) for cell in row])
     return out.getvalue().rstrip("\n")
 

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 from kubernetes import client
 
@@ -29,8 +29,8 @@ CLEAN_RULE = "image-pullable"
 # A report is one etcd object (1.5 MiB at most): beyond this many results the passes are left out
 # first; the summary still counts everything.
 MAX_RESULTS = 1000
-_RESULT = {DENY: "fail", WARN: "warn"}
-_SEVERITY = {DENY: "high", WARN: "medium"}
+_RESULT: dict[str, Literal["fail", "warn"]] = {DENY: "fail", WARN: "warn"}
+_SEVERITY: dict[str, Literal["high", "medium"]] = {DENY: "high", WARN: "medium"}
 _NOT_FOUND = 404
 
 
@@ -40,10 +40,66 @@ def _message(result: ImageResult, code: str, severity: str) -> str:
     return printable(f"{result.image}: {findings[0].message}" + (f" [{targets}]" if targets else ""))
 
 
-def report_bodies(report: AuditReport, now: float | None = None) -> dict[str, dict[str, Any]]:
+class Timestamp(TypedDict):
+    seconds: int
+    nanos: int
+
+
+class ReportResource(TypedDict):
+    apiVersion: str
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+
+
+class ResultBase(TypedDict):
+    source: str
+    policy: str
+    category: str
+    scored: bool
+    timestamp: Timestamp
+    resources: list[ReportResource]
+    properties: dict[str, str]
+
+
+class PassResult(ResultBase):
+    rule: str
+    result: Literal["pass"]
+    message: str
+
+
+class FindingResult(ResultBase):
+    rule: str
+    result: Literal["fail", "warn"]
+    severity: Literal["high", "medium"]
+    message: str
+
+
+ReportResult = PassResult | FindingResult
+
+
+class ReportMetadata(TypedDict):
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    resourceVersion: NotRequired[str]
+
+
+class PolicyReport(TypedDict):
+    """A wgpolicyk8s.io/v1alpha2 PolicyReport as pullcheck writes it."""
+
+    apiVersion: str
+    kind: Literal["PolicyReport"]
+    metadata: ReportMetadata
+    summary: dict[str, int]
+    results: list[ReportResult]
+
+
+def report_bodies(report: AuditReport, now: float | None = None) -> dict[str, PolicyReport]:
     """namespace -> the PolicyReport to write there."""
-    stamp = {"seconds": int(now if now is not None else time.time()), "nanos": 0}
-    results: dict[str, list[dict[str, Any]]] = {}
+    stamp: Timestamp = {"seconds": int(now if now is not None else time.time()), "nanos": 0}
+    results: dict[str, list[ReportResult]] = {}
     for entry in report.entries:
         result = entry.result
         verdict = result.verdict
@@ -51,7 +107,7 @@ def report_bodies(report: AuditReport, now: float | None = None) -> dict[str, di
         for workload in entry.workloads:
             if not workload.namespace:
                 continue
-            base = {
+            base: ResultBase = {
                 "source": "pullcheck",
                 "policy": POLICY,
                 "category": "Image compatibility",
@@ -89,7 +145,7 @@ def report_bodies(report: AuditReport, now: float | None = None) -> dict[str, di
                         "message": _message(result, code, verdict),
                     }
                 )
-    bodies: dict[str, dict[str, Any]] = {}
+    bodies: dict[str, PolicyReport] = {}
     for namespace, entries in results.items():
         summary = {kind: sum(1 for e in entries if e["result"] == kind) for kind in ("pass", "fail", "warn")}
         kept = sorted(entries, key=lambda e: e["result"] == "pass")[:MAX_RESULTS]
