@@ -22,21 +22,15 @@ from webhook.reference import ImageReference
 from webhook.routes import Endpoint, Route
 from webhook.runtimes import Target
 
-# ImageChecker.check as a plain function: images, targets, policy, keyring, deadline -> one result per image
 Check = Callable[[Sequence[str], Sequence[Target], Policy, Keyring, Deadline], list[ImageResult]]
+"""Judging images: images, targets, policy, keyring, deadline -> one result per image, in order."""
 
 
 class ImageChecker(Protocol):
-    """Judges images for targets (`webhook.resolve.Checker`)."""
+    """Judges images for targets (`webhook.resolve.Checker`); the audit takes its `check` alone."""
 
-    def check(
-        self,
-        images: Sequence[str],
-        targets: Sequence[Target],
-        policy: Policy,
-        keyring: Keyring,
-        deadline: Deadline,
-    ) -> list[ImageResult]: ...
+    @property
+    def check(self) -> Check: ...
 
 
 class NodeSource(Protocol):
