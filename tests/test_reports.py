@@ -14,6 +14,7 @@ from tests.harness.corpus import CorpusImage
 from tests.harness.registry import Registry
 from webhook import explain
 from webhook.cli import main
+from webhook.codes import Code
 from webhook.findings import DEFAULT_SEVERITY
 from webhook.manifests import SourceLine, image_lines
 
@@ -99,8 +100,8 @@ def test_check_files_as_sarif(
     rules = run["tool"]["driver"]["rules"]
     assert [rule["id"] for rule in rules] == list(DEFAULT_SEVERITY)
     schema1_rule = rules[[rule["id"] for rule in rules].index("SCHEMA1")]
-    assert schema1_rule["help"]["markdown"] == explain.to_markdown("SCHEMA1")
-    assert schema1_rule["shortDescription"]["text"] == explain.EXPLANATIONS["SCHEMA1"].title
+    assert schema1_rule["help"]["markdown"] == explain.to_markdown(Code.SCHEMA1)
+    assert schema1_rule["shortDescription"]["text"] == explain.EXPLANATIONS[Code.SCHEMA1].title
 
     placed = {
         (

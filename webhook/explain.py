@@ -34,7 +34,7 @@ _RESOLUTION_SEVERITY = (
     "warn) decides what that means for the Pod."
 )
 
-EXPLANATIONS: Mapping[str, Explanation] = {
+EXPLANATIONS: Mapping[Code, Explanation] = {
     Code.SCHEMA1: Explanation(
         title="Docker V2 Schema 1 manifest",
         meaning="The image is stored in the Docker Image Manifest V2 Schema 1 format (signed or unsigned, or "
@@ -438,7 +438,7 @@ EXPLANATIONS: Mapping[str, Explanation] = {
 }
 
 
-def to_text(code: str) -> str:
+def to_text(code: Code) -> str:
     """`pullcheck explain CODE`: plain text for a terminal."""
     entry = EXPLANATIONS[code]
     lines = [f"{code}: {entry.title}", "", entry.meaning, "", "By runtime:"]
@@ -451,7 +451,7 @@ def to_text(code: str) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(code: str, heading: str = "###") -> str:
+def to_markdown(code: Code, heading: str = "###") -> str:
     """The same in Markdown: SARIF rule help and docs/findings.md."""
     entry = EXPLANATIONS[code]
     lines = [f"{heading} `{code}`: {entry.title}", "", entry.meaning, ""]

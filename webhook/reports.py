@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from webhook import __version__, explain
 from webhook.auditreport import AuditReport
-from webhook.codes import Code
+from webhook.codes import Code, Severity
 from webhook.findings import DEFAULT_SEVERITY, DENY, INFO, REMEDY, WARN, Finding, ImageResult
 from webhook.manifests import STDIN, SourceLine
 from webhook.render import reason
@@ -117,7 +117,7 @@ def to_sarif(report: AuditReport, lines: ImageLines | None = None) -> str:
     return json.dumps({"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}, indent=2)
 
 
-def _codes_and_targets(result: ImageResult, severity: str) -> str:
+def _codes_and_targets(result: ImageResult, severity: Severity) -> str:
     """'SCHEMA1 on containerd://2.1.0 linux/amd64, cri-o://1.33.2 linux/amd64; NOT_FOUND'."""
     where: dict[str, list[str]] = {}
     for finding in result.findings:

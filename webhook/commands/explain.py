@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from webhook import explain
+from webhook.codes import Code
 from webhook.errors import ConfigError
 
 
@@ -32,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"unknown finding code {args.code!r}; known codes: {', '.join(explain.EXPLANATIONS)}"
         )
-    sys.stdout.write(explain.to_text(code) + "\n")
+    sys.stdout.write(explain.to_text(Code(code)) + "\n")
     return 0

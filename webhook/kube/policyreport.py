@@ -16,6 +16,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 from kubernetes import client
 
 from webhook.auditreport import AuditReport
+from webhook.codes import Code, Severity
 from webhook.findings import DENY, WARN, ImageResult
 from webhook.text import printable
 
@@ -34,7 +35,7 @@ _SEVERITY: dict[str, Literal["high", "medium"]] = {DENY: "high", WARN: "medium"}
 _NOT_FOUND = 404
 
 
-def _message(result: ImageResult, code: str, severity: str) -> str:
+def _message(result: ImageResult, code: Code, severity: Severity) -> str:
     findings = [f for f in result.findings if f.code == code and f.severity == severity]
     targets = ", ".join(dict.fromkeys(f"{f.runtime} {f.platform}".strip() for f in findings if f.runtime))
     return printable(f"{result.image}: {findings[0].message}" + (f" [{targets}]" if targets else ""))
