@@ -50,15 +50,22 @@ def _text(status: int, reason: str) -> Response:
     return Response(printable(reason) + "\n", status=status, mimetype="text/plain")
 
 
-def _log_admission(outcome: Outcome, seconds: float) -> None:
-    req = outcome.request
-    fields = {
+def _request_fields(req: Request) -> dict[str, object]:
+    """What every log line of one admission says about the request it answers."""
+    return {
         "uid": req.uid,
         "namespace": req.namespace,
         "kind": req.kind,
         "name": req.name,
         "operation": req.operation,
         "dryRun": req.dry_run,
+    }
+
+
+def _log_admission(outcome: Outcome, seconds: float) -> None:
+    req = outcome.request
+    fields = {
+        **_request_fields(req),
         "mode": outcome.mode,
         "allowed": outcome.decision.allowed,
         "images": [redacted(image) for image in req.distinct_images],  # the formatter escapes them
@@ -72,12 +79,7 @@ def _log_admission(outcome: Outcome, seconds: float) -> None:
 
 def _log_mutation(req: Request, pinned: Mapping[str, str], seconds: float) -> None:
     fields = {
-        "uid": req.uid,
-        "namespace": req.namespace,
-        "kind": req.kind,
-        "name": req.name,
-        "operation": req.operation,
-        "dryRun": req.dry_run,
+        **_request_fields(req),
         "pinned": dict(pinned),
         "durationMs": round(seconds * 1000, 2),
     }
