@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,17 @@ def install(cluster: ControlPlane, workdir: Path, values: dict[str, Any]) -> Rel
     }
     release.helm("install", _merge(base, values))
     return release
+
+
+def serving(cluster: ControlPlane, workdir: Path, values: dict[str, Any]) -> Iterator[Release]:
+    """For a fixture: the chart installed with `values` and its webhook serving the static targets,
+    uninstalled afterwards."""
+    release = install(cluster, workdir, values)
+    try:
+        release.start_webhook("--static-targets")
+        yield release
+    finally:
+        release.uninstall()
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,13 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import ControlPlane
-from tests.e2e.pullcheck_webhook import Release, deployment_manifest, install, registry_policy, unique
+from tests.e2e.pullcheck_webhook import (
+    Release,
+    deployment_manifest,
+    registry_policy,
+    serving,
+    unique,
+)
 from tests.harness.corpus import HELM_CHART, HELM_CONFIG
 from tests.harness.images import Blob, make_layer
 from tests.harness.pki import CertificateAuthority
@@ -40,12 +46,7 @@ def _release(
         "pinDigests": pin,
         **registry_policy({"host": registry.host, "insecure": True}),
     }
-    release = install(cluster, tmp_path_factory.mktemp("pin" if pin else "nopin"), {"policy": policy})
-    try:
-        release.start_webhook("--static-targets")
-        yield release
-    finally:
-        release.uninstall()
+    yield from serving(cluster, tmp_path_factory.mktemp("pin" if pin else "nopin"), {"policy": policy})
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from tests.e2e.pullcheck_webhook import (
     install,
     pod_manifest,
     registry_policy,
+    serving,
     unique,
 )
 from tests.harness.corpus import CorpusImage
@@ -35,16 +36,11 @@ DENIED = f'admission webhook "{WEBHOOK_NAME}" denied the request'
 def _release(
     cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory, registry: Registry, mode: str
 ) -> Iterator[Release]:
-    release = install(
+    yield from serving(
         cluster,
         tmp_path_factory.mktemp(mode),
         {"policy": {"mode": mode, **registry_policy({"host": registry.host, "insecure": True})}},
     )
-    try:
-        release.start_webhook("--static-targets")
-        yield release
-    finally:
-        release.uninstall()
 
 
 @pytest.fixture(scope="module")

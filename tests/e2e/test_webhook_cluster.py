@@ -20,6 +20,7 @@ from tests.e2e.pullcheck_webhook import (
     install,
     pod_manifest,
     registry_policy,
+    serving,
     unique,
 )
 from tests.harness.corpus import CorpusImage
@@ -123,12 +124,7 @@ def private(
         "onResolutionError": "deny",
         **registry_policy({"host": htpasswd_registry.host, "caFile": str(test_ca.ca_file)}),
     }
-    release = install(cluster, tmp_path, {"policy": policy})
-    try:
-        release.start_webhook("--static-targets")
-        yield release
-    finally:
-        release.uninstall()
+    yield from serving(cluster, tmp_path, {"policy": policy})
 
 
 def test_a_private_image_is_resolved_with_the_pods_and_the_service_accounts_pull_secret(
