@@ -69,7 +69,7 @@ def _log_admission(outcome: Outcome, seconds: float) -> None:
         "mode": outcome.mode,
         "allowed": outcome.decision.allowed,
         "images": [redacted(image) for image in req.distinct_images],  # the formatter escapes them
-        "verdicts": dict(outcome.decision.verdicts),
+        "verdicts": {redacted(image): verdict for image, verdict in outcome.decision.verdicts.items()},
         "exempt": [redacted(image) for image in outcome.exempt],
         "targets": list(outcome.targets),
         "durationMs": round(seconds * 1000, 2),
