@@ -21,7 +21,7 @@ from webhook import admission, pinning, wiring
 from webhook.admission import Request
 from webhook.engine import Outcome, Webhook
 from webhook.errors import InvalidReview
-from webhook.logs import FIELDS, dumps
+from webhook.logs import dumps, info_line
 from webhook.metrics import Metrics
 from webhook.policy import Policy
 from webhook.policyfile import PolicyFile
@@ -74,7 +74,7 @@ def _log_admission(outcome: Outcome, seconds: float) -> None:
         "targets": list(outcome.targets),
         "durationMs": round(seconds * 1000, 2),
     }
-    log.info("admission", extra={FIELDS: fields})
+    info_line(log, "admission", fields)
 
 
 def _log_mutation(req: Request, pinned: Mapping[str, str], seconds: float) -> None:
@@ -83,7 +83,7 @@ def _log_mutation(req: Request, pinned: Mapping[str, str], seconds: float) -> No
         "pinned": dict(pinned),
         "durationMs": round(seconds * 1000, 2),
     }
-    log.info("mutation", extra={FIELDS: fields})
+    info_line(log, "mutation", fields)
 
 
 def build_app(webhook: Webhook, metrics: Metrics, max_body_bytes: int = DEFAULT_MAX_BODY) -> Flask:
