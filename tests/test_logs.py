@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import json
 import logging
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.test_app import SCHEMA1, RecordingChecker, answer, make_client, review
-from webhook.logs import JsonFormatter
+from webhook.logs import JsonFormatter, _iso_time
 from webhook.policy import Policy
 from webhook.text import printable
 
@@ -85,3 +86,14 @@ def test_no_admission_line_below_the_loggers_or_handlers_level() -> None:
         handler.setLevel(logging.WARNING)
         _admit_once()
         assert stream.getvalue().count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "seconds", [0.0, 1764534902.0, 1764534902.0004999, 1764534902.5, 1764534902.9994999, 1764534902.9999996]
+)
+def test_a_lines_time_is_datetimes_to_the_millisecond(seconds: float) -> None:
+    expected = datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="milliseconds")
+    assert _iso_time(seconds) == expected
+    assert _iso_time(seconds + 1.5) == datetime.datetime.fromtimestamp(seconds + 1.5, datetime.UTC).isoformat(
+        timespec="milliseconds"
+    )
