@@ -409,6 +409,19 @@ def test_real_registry_enforce_warn_audit(
 
 
 @pytest.mark.registry
+def test_result_cache_lookups_are_counted_one_per_image(
+    tmp_path: Path, registry: Registry, corpus: dict[str, CorpusImage]
+) -> None:
+    client = real_app(policy_for(tmp_path / "p.yaml", registry, mode="warn")).test_client()
+    images = [corpus[name].ref for name in ("schema2", "oci", "oci_index")]
+    answer(client, review(*images))
+    answer(client, review(*images, images[0]))  # a second container of the same image: one lookup
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'pullcheck_cache_lookups_total{cache="result",result="miss"} 3.0' in text
+    assert 'pullcheck_cache_lookups_total{cache="result",result="hit"} 3.0' in text
+
+
+@pytest.mark.registry
 def test_real_registry_clean_pod_is_admitted_and_metrics_see_the_registry(
     tmp_path: Path, registry: Registry, corpus: dict[str, CorpusImage]
 ) -> None:

@@ -114,9 +114,9 @@ class Metrics:
         if remaining is not None:
             self.ratelimit_remaining.labels(event.registry).set(remaining)
 
-    def observe_cache(self, cache: str, hit: bool) -> None:
-        """The checker's on_cache hook."""
-        self._child(self.cache_lookups, cache, "hit" if hit else "miss").inc()
+    def observe_cache(self, cache: str, hit: bool, lookups: int = 1) -> None:
+        """The checker's on_cache hook: `lookups` hits (or misses) of one cache."""
+        self._child(self.cache_lookups, cache, "hit" if hit else "miss").inc(lookups)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """metric.labels(*labels), kept: prometheus_client validates and hashes labels on every call.

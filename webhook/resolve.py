@@ -46,7 +46,7 @@ class Checker:
         answer_bytes: int = DEFAULT_CACHES.answers,
         tag_ttl: float = 30.0,
         negative_ttl: float = 10.0,
-        on_cache: Callable[[str, bool], None] | None = None,
+        on_cache: Callable[[str, bool, int], None] | None = None,
     ) -> None:
         self.resolver = Resolver(
             registry,
@@ -84,11 +84,13 @@ class Checker:
         context = _ResultContext(targets, policy, keyring)
         for image in dict.fromkeys(images):
             cached = self._results.get((image, context))
-            self.resolver.count("result", cached is not None)
             if cached is not None:
                 results[image] = cached
             else:
                 misses.append(image)
+        # Counted once per admission, not per image: a metric call costs more than the lookup.
+        self.resolver.count("result", True, len(results))
+        self.resolver.count("result", False, len(misses))
         if len(misses) == 1:
             # One image to fetch: the client bounds every read by the deadline, no pool hand-off needed.
             results[misses[0]] = self._check_one(misses[0], targets, policy, keyring, deadline)

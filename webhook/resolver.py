@@ -107,7 +107,7 @@ class Resolver:
         answer_bytes: int = DEFAULT_CACHES.answers,
         tag_ttl: float = 30.0,
         negative_ttl: float = 10.0,
-        on_cache: Callable[[str, bool], None] | None = None,
+        on_cache: Callable[[str, bool, int], None] | None = None,
     ) -> None:
         self.registry = registry
         self.tag_ttl = tag_ttl
@@ -447,10 +447,10 @@ class Resolver:
             else:
                 resolution.failures.setdefault(digest, late(deadline))
 
-    def count(self, cache: str, hit: bool) -> None:
-        """Tell the cache hook of a hit or a miss."""
-        if self._on_cache is not None:
-            self._on_cache(cache, hit)
+    def count(self, cache: str, hit: bool, lookups: int = 1) -> None:
+        """Tell the cache hook of `lookups` hits or misses."""
+        if self._on_cache is not None and lookups:
+            self._on_cache(cache, hit, lookups)
 
 
 def late(deadline: Deadline) -> Problem:

@@ -50,7 +50,7 @@ def make_checker(
     *,
     network_guard: bool,
     on_request: Callable[[RequestEvent], None] | None = None,
-    on_cache: Callable[[str, bool], None] | None = None,
+    on_cache: Callable[[str, bool, int], None] | None = None,
 ) -> Checker:
     client = RegistryClient(
         policy.registries,
