@@ -99,6 +99,20 @@ def test_a_port_out_of_range_exits_2_with_one_line(tmp_path: Path, port: str) ->
     assert served.stderr.strip().splitlines() == ["pullcheck: --port must be between 1 and 65535"]
 
 
+@pytest.mark.parametrize("seconds", ["0", "0.5", "301", "nan"])
+def test_a_request_timeout_out_of_range_exits_2_with_one_line(tmp_path: Path, seconds: str) -> None:
+    served = subprocess.run(
+        [sys.executable, "-m", "webhook", "serve", "--request-timeout", seconds, "--cert-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode == 2 and "Traceback" not in served.stderr
+    assert served.stderr.strip().splitlines() == [
+        "pullcheck: --request-timeout must be between 1 and 300 seconds"
+    ]
+
+
 @pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "SO_REUSEPORT"])
 def test_a_port_taken_exits_2_with_one_line(tmp_path: Path, reuse_port: bool) -> None:
     # Another server on the port, even one that lets others share it, is a port taken: the workers

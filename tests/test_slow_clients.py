@@ -30,11 +30,14 @@ _SERVER_DEADLINE = 30.0  # generous: the server's own request deadline is 10 s
 APISERVER_OBJECT_BYTES = 3 * 1024 * 1024
 
 
-@pytest.fixture
-def webhook(tmp_path: Path, registry: Registry) -> Iterator[tuple[Webhook, str, ssl.SSLContext]]:
+@pytest.fixture(params=[()])
+def webhook(
+    request: pytest.FixtureRequest, tmp_path: Path, registry: Registry
+) -> Iterator[tuple[Webhook, str, ssl.SSLContext]]:
+    """pullcheck serve with default settings; `indirect` parametrization adds command-line flags."""
     registry.push_image("slow/app", "v1", [make_layer("slow-clients")])
     policy = write_policy(tmp_path / "policy.yaml", local_registries([registry.host]))
-    served = Webhook(tmp_path, "--config", str(policy), "--cert-dir", str(tmp_path / "pki"))
+    served = Webhook(tmp_path, "--config", str(policy), "--cert-dir", str(tmp_path / "pki"), *request.param)
     try:
         served.wait_ready(tmp_path / "pki" / "ca.crt")
         yield served, registry.ref("slow/app", "v1"), trust(tmp_path / "pki" / "ca.crt")
@@ -138,6 +141,8 @@ def test_a_larger_body_is_refused_from_its_headers(webhook: tuple[Webhook, str, 
         assert _status(tls) == 411
 
 
+# 35 MiB through TLS must outlast no request deadline, even on a loaded machine: only the budget closes.
+@pytest.mark.parametrize("webhook", [("--request-timeout", "120")], indirect=True)
 def test_unfinished_bodies_past_the_worker_budget_cost_the_connection_holding_most(
     webhook: tuple[Webhook, str, ssl.SSLContext],
 ) -> None:
@@ -176,3 +181,11 @@ def _finish(tls: ssl.SSLSocket, rest: bytes) -> int | None:
         return _status(tls)
     except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError, EOFError):
         return None
+
+
+@pytest.mark.parametrize("webhook", [("--request-timeout", "1")], indirect=True)
+def test_the_request_timeout_is_the_operators_to_set(webhook: tuple[Webhook, str, ssl.SSLContext]) -> None:
+    served, _, _ = webhook
+    with _connect(served.port) as silent:
+        silent.settimeout(8)  # under the default 10 s deadline the server would still hold it
+        assert silent.recv(1) == b""  # closed by the server, not by our timeout

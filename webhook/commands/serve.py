@@ -17,6 +17,9 @@ from webhook.errors import ConfigError
 from webhook.policyfile import load_policy
 from webhook.server import ServerOptions, serve
 
+# A slow client holds a file descriptor (never a request thread) this long at most.
+MAX_REQUEST_SECONDS = 300
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -57,6 +60,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--threads", type=int, default=16, help="concurrent requests per worker (default 16)")
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=ServerOptions.request_seconds,
+        metavar="S",
+        help="seconds a connection has for its TLS handshake and whole request before it is closed "
+        f"(default {ServerOptions.request_seconds:g})",
+    )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.set_defaults(run=run)
 
@@ -92,6 +103,8 @@ def run(args: Any) -> int:
         args.audit_interval == 0 or 1 <= args.audit_interval <= threading.TIMEOUT_MAX
     ):
         raise ConfigError("--audit-interval must be 0 (no background audit) or at least 1 second")
+    if not 1 <= args.request_timeout <= MAX_REQUEST_SECONDS:
+        raise ConfigError(f"--request-timeout must be between 1 and {MAX_REQUEST_SECONDS} seconds")
     load_policy(args.config)  # a bad policy stops here, with one line per bad field
     cert_file, key_file = _serving_pair(args)
     settings = Settings(
@@ -112,6 +125,7 @@ def run(args: Any) -> int:
         key_file=key_file,
         workers=args.workers,
         threads=args.threads,
+        request_seconds=args.request_timeout,
         log_level=args.log_level,
     )
     print(f"pullcheck: serving https://{args.host}:{args.port}/validate", file=sys.stderr)
