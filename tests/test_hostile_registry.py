@@ -67,8 +67,9 @@ def _check(server: HostileServer, *images: str, deadline: float = DEADLINE) -> l
         )
     finally:
         checker.close()
-    # The answer comes by the deadline plus the resolver's half-second grace for a late future.
-    assert time.monotonic() - started < deadline + 0.75
+    # The answer comes by the deadline plus the resolver's half-second margin; the rest is room for a
+    # loaded machine. A stall the deadline did not cut would last 30 s or more (the hostile behaviours).
+    assert time.monotonic() - started < deadline + 3.0
     return results
 
 
