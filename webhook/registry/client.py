@@ -82,6 +82,11 @@ class BlobStat:
     size: int | None
 
 
+def _blob_path(ref: ImageReference, digest: str) -> str:
+    """The blobs/ path of `digest`, refused before any request when it is no valid digest."""
+    return "blobs/" + checked_digest(digest, f"{ref.registry}/{ref.repository}")
+
+
 def _manifest_path(reference: str, where: str) -> str:
     if ":" in reference:
         return "manifests/" + checked_digest(reference, where)
@@ -187,8 +192,7 @@ class RegistryClient:
         route: Route | None = None,
     ) -> Document:
         """The image config, its bytes verified against `digest` and its fields validated."""
-        where = f"{ref.registry}/{ref.repository}"
-        path = "blobs/" + checked_digest(digest, where)
+        path = _blob_path(ref, digest)
 
         def get(endpoint: Endpoint) -> Document:
             ask = Ask(endpoint, "GET", path, "blob")
@@ -210,8 +214,7 @@ class RegistryClient:
         route: Route | None = None,
     ) -> BlobStat | None:
         """The blob's announced size when the registry has it (HEAD); None on 404, other trouble raises."""
-        where = f"{ref.registry}/{ref.repository}"
-        path = "blobs/" + checked_digest(digest, where)
+        path = _blob_path(ref, digest)
 
         def head(endpoint: Endpoint) -> BlobStat:
             ask = Ask(endpoint, "HEAD", path, "blob")
@@ -260,8 +263,7 @@ class RegistryClient:
         route: Route | None = None,
     ) -> bytes:
         """The blob's first `length` bytes (a ranged GET; a registry that ignores Range is cut off)."""
-        where = f"{ref.registry}/{ref.repository}"
-        path = "blobs/" + checked_digest(digest, where)
+        path = _blob_path(ref, digest)
 
         def get(endpoint: Endpoint) -> bytes:
             ask = Ask(endpoint, "GET", path, "blob", byte_range=f"bytes=0-{length - 1}")
