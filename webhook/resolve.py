@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from dataclasses import dataclass, replace
+from functools import partial
 
 from webhook.cache import Section
 from webhook.codes import Code
@@ -106,16 +107,13 @@ class Checker:
         keyring: Keyring,
         deadline: Deadline,
     ) -> dict[str, ImageResult]:
-        pool = ThreadPoolExecutor(
-            max_workers=min(len(images), self.resolver.workers), thread_name_prefix="pullcheck-image"
-        )
-        futures = {
-            image: pool.submit(self._check_one, image, targets, policy, keyring, deadline) for image in images
-        }
+        calls = [partial(self._check_one, image, targets, policy, keyring, deadline) for image in images]
+        futures = dict(zip(images, self.resolver.threads.run_all(calls, self.resolver.workers), strict=True))
         # One wait for all of them: the answer never comes later than the deadline plus one margin.
         done, _ = wait(futures.values(), timeout=deadline.remaining() + ANSWER_MARGIN)
         # Threads still reading end by themselves: every read they make is bounded by the deadline.
-        pool.shutdown(wait=False, cancel_futures=True)
+        for future in futures.values():
+            future.cancel()  # those not started yet never start
         results: dict[str, ImageResult] = {}
         for image, future in futures.items():
             if future in done:

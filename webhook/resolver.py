@@ -8,9 +8,13 @@ mean for a runtime is the checker's business (resolve.py).
 
 from __future__ import annotations
 
+import contextvars
+import itertools
+import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import fields, replace
 from functools import partial
@@ -89,6 +93,84 @@ class _SingleFlight:
                 del self._running[key]
 
 
+class Threads:
+    """Threads for fetching, kept between calls: a call hands its work to idle threads instead of starting
+    a pool (a new thread costs more CPU than a small fetch), and starts a new thread when none is idle.
+
+    Work never waits for a thread, so an admission whose registry hangs holds only the threads it runs
+    on, never ones another admission needs: as with a pool per call.  At most `keep` threads wait idle,
+    each for `idle_seconds`; once closed, every thread ends when its work does."""
+
+    def __init__(self, name: str, *, keep: int = 32, idle_seconds: float = 5.0) -> None:
+        self._name = name
+        self._keep = keep
+        self._idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._idle: list[queue.SimpleQueue[Callable[[], None] | None]] = []  # inboxes of idle threads
+        self._closed = False
+        self._numbers = itertools.count(1)
+
+    def run_all(self, calls: Sequence[Callable[[], T]], limit: int) -> list[Future[T]]:
+        """Run `calls` on at most `limit` threads at once; one future each, in order.  A future cancelled
+        before its call started is skipped."""
+        futures: list[Future[T]] = [Future() for _ in calls]
+        pending = deque(zip(calls, futures, strict=True))
+
+        def drain() -> None:
+            while pending:
+                try:
+                    call, future = pending.popleft()
+                except IndexError:
+                    return  # another thread of this call took the last one
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    # A context of its own, as on a new thread: nothing a call leaves set reaches the next.
+                    value = contextvars.Context().run(call)
+                except BaseException as exc:  # noqa: BLE001 - the caller reads it from the future
+                    future.set_exception(exc)
+                else:
+                    future.set_result(value)
+
+        for _ in range(min(limit, len(calls))):
+            self._start(drain)
+        return futures
+
+    def close(self) -> None:
+        """Idle threads end now, busy ones when their work is done."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for inbox in idle:
+            inbox.put(None)
+
+    def _start(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is not None:
+            inbox.put(work)
+            return
+        name = f"{self._name}-{next(self._numbers)}"
+        threading.Thread(target=self._serve, args=(work,), name=name, daemon=True).start()
+
+    def _serve(self, work: Callable[[], None] | None) -> None:
+        inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        while work is not None:
+            work()
+            with self._lock:
+                if self._closed or len(self._idle) >= self._keep:
+                    return
+                self._idle.append(inbox)
+            try:
+                work = inbox.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._idle:
+                        self._idle.remove(inbox)
+                        return
+                work = inbox.get()  # handed work as the wait ended
+
+
 _ABSENT, _NO_SIZE = -2, -1  # layer-size cache values: a 404, a present blob without Content-Length
 
 # Negative answers worth remembering briefly: they are what a burst of Pods of one bad image repeats.
@@ -114,8 +196,10 @@ class Resolver:
         self.negative_ttl = negative_ttl
         self._on_cache = on_cache
         # Threads per call, not one shared pool: an admission full of images from a registry that hangs
-        # must not leave another admission waiting for threads until its own deadline.
+        # must not leave another admission waiting for threads until its own deadline.  Each call runs
+        # on at most `workers` threads, kept between calls (see Threads).
         self.workers = workers
+        self.threads = Threads("pullcheck-fetch")
         # Documents by registry, repository and digest, weighed parsed (a 4 MB manifest of small
         # descriptors holds several times its size); answers share one budget, the checker's results too.
         self._documents: Cache[Hashable, Document] = Cache(document_bytes)
@@ -128,6 +212,7 @@ class Resolver:
         self._flight = _SingleFlight()
 
     def close(self) -> None:
+        self.threads.close()
         self.registry.close()
 
     def resolve(
@@ -434,12 +519,11 @@ class Resolver:
                 task(resolution)
             return
         parts = [Resolution(resolution.image) for _ in tasks]
-        pool = ThreadPoolExecutor(
-            max_workers=min(len(tasks), self.workers), thread_name_prefix="pullcheck-fetch"
-        )
-        futures = [pool.submit(task, part) for (_, task), part in zip(tasks, parts, strict=True)]
+        calls = [partial(task, part) for (_, task), part in zip(tasks, parts, strict=True)]
+        futures = self.threads.run_all(calls, self.workers)
         done, _ = wait(futures, timeout=deadline.remaining())
-        pool.shutdown(wait=False, cancel_futures=True)
+        for future in futures:
+            future.cancel()  # those not started yet never start
         for (digest, _), part, future in zip(tasks, parts, futures, strict=True):
             if future in done:
                 future.result()  # a surprise in a task is the image's, as if it ran inline
