@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.harness import registry as registries
 from tests.harness.corpus import CorpusImage, build_corpus
@@ -21,6 +22,11 @@ from tests.harness.oracles import (
 )
 from tests.harness.pki import CertificateAuthority
 from tests.harness.registry import Registry
+
+# Property tests judge what comes out, never how long it took: hypothesis's default 200 ms deadline per
+# example is a timing assertion, and a loaded machine fails it.
+settings.register_profile("pullcheck", deadline=None)
+settings.load_profile("pullcheck")
 
 # Markers of tests that start something: `make unit` leaves them out.
 STARTS_SOMETHING = ("registry", "oracle", "e2e", "served", "helm")
