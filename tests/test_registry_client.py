@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpcore
 import httpx
 import pytest
 
@@ -706,14 +705,14 @@ def test_one_connection_serves_a_cold_image_heads_included(
     # a HEAD answered 404, the manifest GET, the config GET and the layer HEAD all go over one.
     layer = make_layer("one connection")
     registry.push_image("client/pooled", "v1", [layer])
-    connected: list[str] = []
-    connect = httpcore.SyncBackend.connect_tcp
+    connected: list[Any] = []
+    connect = socket.create_connection
 
-    def counted(self: httpcore.SyncBackend, host: str, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
-        connected.append(host)
-        return connect(self, host, *args, **kwargs)
+    def counted(address: Any, *args: Any, **kwargs: Any) -> socket.socket:
+        connected.append(address)
+        return connect(address, *args, **kwargs)
 
-    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", counted)
+    monkeypatch.setattr(socket, "create_connection", counted)
     client = RegistryClient([_options(registry)], network_guard=True)
     ref = parse(registry.ref("client/pooled", "v1"))
     head = client.head_manifest(ref, "v1", Keyring.empty(), _deadline())

@@ -1,21 +1,23 @@
 """Connections to registries: TLS per host configuration, the network guard at connect time, reads
-bounded by the resolution's deadline, and a limit of connections per registry origin.
+bounded by the resolution's deadline, a limit of connections per registry origin, and connections kept
+alive per origin.  The HTTP/1.1 spoken on them is http1.py's; httpx's Request and Response stay the
+interface, so the rest of the client (and a test's MockTransport) sees the same objects.
 
-The guard lives in an httpcore network backend, the one place that sees every TCP connection
-(redirect targets and token realms included): it resolves the name once, refuses when any address
-is blocked, then connects to an address it checked, so a second DNS answer (rebinding) is never
-used.  TLS still verifies the certificate against the name.
+The guard sits where every TCP connection is made (redirect targets and token realms included): it
+resolves the name once, refuses when any address is blocked, then connects to an address it checked,
+so a second DNS answer (rebinding) is never used.  TLS still verifies the certificate against the name.
 
 Connections are counted per origin (scheme, host, port): a request takes one of its origin's slots
-before httpcore sees it and gives it back when its response is closed.  httpcore's own pool is then
-never full, so it never queues a request (a queued request that timed out left a connection that never
-connected in its pool for good), and a registry that stalls fills its own slots, never another's.
+before it is sent and gives it back when its response is closed, so a registry that stalls fills its
+own slots, never another's; a request that finds them all busy waits until its deadline at most.
+A connection goes back to the pool only when its answer was read whole and nothing came after it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -24,12 +26,12 @@ import typing
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-import httpcore
 import httpx
 
 from webhook.deadline import Deadline
 from webhook.errors import BlockedRegistry, ConfigError
 from webhook.netguard import blocked_reason, is_metadata_name, parse_address
+from webhook.registry import http1
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ DEFAULT_CONNECTIONS_PER_ORIGIN = 32
 # No read may run longer than the longest resolution deadline (60 s): a slot held longer than this
 # belongs to a response that was never closed, and is taken back.
 STALE_SLOT_SECONDS = 120.0
+KEEPALIVE_SECONDS = 30.0  # an idle connection older than this is closed, not reused
+MAX_IDLE_CONNECTIONS = 64
 
 Origin = tuple[str, str, int | None]
 
@@ -82,7 +86,7 @@ def _lookup(host: str, port: int) -> list[typing.Any]:
 
     threading.Thread(target=look_up, name="pullcheck-dns", daemon=True).start()
     if not done.wait(max(deadline.remaining(), _MIN_TIMEOUT)):
-        raise httpcore.ConnectTimeout(f"cannot resolve {host}: no answer within the deadline")
+        raise httpx.ConnectTimeout(f"cannot resolve {host}: no answer within the deadline")
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
     answers: list[typing.Any] = outcome[0]
@@ -94,7 +98,7 @@ def resolve(host: str, port: int) -> list[str]:
     try:
         answers = _lookup(host, port)
     except (socket.gaierror, UnicodeError) as error:
-        raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from None
+        raise httpx.ConnectError(f"cannot resolve {host}: {error}") from None
     addresses: list[str] = []
     for *_, sockaddr in answers:
         address = str(sockaddr[0])
@@ -118,70 +122,6 @@ def guarded_addresses(host: str, port: int) -> list[str]:
             shown = host if literal is not None else f"{host} resolves to {address}, which"
             raise BlockedRegistry(f"{shown} is a {reason} address: refused by the network guard")
     return addresses
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A connection whose every read and write ends by the active deadline."""
-
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self._stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _bounded(timeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _bounded(timeout))
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, _bounded(timeout)))
-
-    def get_extra_info(self, info: str) -> typing.Any:
-        return self._stream.get_extra_info(info)
-
-
-class _Backend(httpcore.NetworkBackend):
-    def __init__(self, guard: bool) -> None:
-        self._guard = guard
-        self._sockets = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        if not self._guard:
-            # The lookup bounded here as well (socket.create_connection's own one is not).
-            addresses = [host] if parse_address(host) is not None else resolve(host, port)
-        else:
-            addresses = guarded_addresses(host, port)
-        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
-        for address in addresses:
-            try:
-                stream = self._sockets.connect_tcp(
-                    address, port, _bounded(timeout), local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
-                failure = error
-                continue
-            return _DeadlineStream(stream)
-        assert failure is not None  # neither lookup returns an empty list
-        raise failure
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        raise httpcore.ConnectError("registries are reached over TCP only")
 
 
 def ssl_context(ca_file: str | None) -> ssl.SSLContext:
@@ -268,26 +208,93 @@ class OriginSlots:
             del self._held[origin]
 
 
-class _SlotReleasingStream(httpx.SyncByteStream):
-    """The response body; closing it gives the origin's slot back."""
+class _Connection:
+    """One connection to an origin, and the bytes read past the last answer."""
 
-    def __init__(self, stream: httpx.SyncByteStream, slot: _Slot) -> None:
-        self._stream = stream
-        self._slot = slot
-        slot.stream = stream
+    __slots__ = ("sock", "origin", "buffer", "idle_since", "answered")
 
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._stream
+    def __init__(self, sock: socket.socket, origin: Origin) -> None:
+        self.sock = sock
+        self.origin = origin
+        self.buffer = bytearray()
+        self.idle_since = 0.0
+        self.answered = False  # it carried an answer before: a peer may have closed it meanwhile
+
+    def receive(self, timeout: float | None) -> bytes:
+        """The next bytes the peer sends (b"" once it closed), waiting at most until the deadline."""
+        try:
+            self.sock.settimeout(_bounded(timeout))
+            return self.sock.recv(http1.READ_SIZE)
+        except TimeoutError as error:
+            raise httpx.ReadTimeout("the registry did not answer in time") from error
+        except OSError as error:
+            raise httpx.ReadError(str(error) or type(error).__name__) from error
+
+    def send(self, data: bytes, timeout: float | None) -> None:
+        try:
+            self.sock.settimeout(_bounded(timeout))
+            self.sock.sendall(data)
+        except TimeoutError as error:
+            raise httpx.WriteTimeout("the registry did not take the request in time") from error
+        except OSError as error:
+            raise httpx.WriteError(str(error) or type(error).__name__) from error
+
+    def is_stale(self, now: float) -> bool:
+        """Expired, or the peer closed it or sent something while it sat idle (unusable either way)."""
+        if now - self.idle_since > KEEPALIVE_SECONDS or self.buffer:
+            return True
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class _Body(httpx.SyncByteStream):
+    """An answer's body read from its connection; closing it gives the connection back to the pool when
+    the body was read whole and the connection may carry another request, and gives the slot back."""
+
+    def __init__(
+        self,
+        transport: RegistryTransport,
+        connection: _Connection,
+        head: http1.Head,
+        slot: _Slot,
+        timeout: float | None,
+    ) -> None:
+        self._transport = transport
+        self._connection = connection
+        self._head = head
+        self._slot = slot
+        self._timeout = timeout
+        self._whole = head.framing == http1.Framing.NONE
+        self._closed = False
+        slot.stream = self
+
+    def __iter__(self) -> Iterator[bytes]:
+        connection = self._connection
+        yield from http1.body_chunks(self._head, connection.buffer, lambda: connection.receive(self._timeout))
+        self._whole = True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
-            self._stream.close()
+            if self._whole and self._head.keep_alive:
+                self._transport.keep(self._connection)
+            else:
+                self._connection.close()
         finally:
             self._slot.release()
 
 
-class RegistryTransport(httpx.HTTPTransport):
-    """httpx's transport over a connection pool that uses the guarded, deadline-bound backend, with at
+class RegistryTransport(httpx.BaseTransport):
+    """HTTP/1.1 to registries over guarded, deadline-bound connections kept alive per origin, with at
     most `connections_per_origin` requests in flight to any one origin."""
 
     def __init__(
@@ -298,28 +305,128 @@ class RegistryTransport(httpx.HTTPTransport):
         connections_per_origin: int = DEFAULT_CONNECTIONS_PER_ORIGIN,
         stale_after: float = STALE_SLOT_SECONDS,
     ) -> None:
-        super().__init__(verify=context, trust_env=False)
         self.slots = OriginSlots(connections_per_origin, stale_after)
-        # httpx offers no public way to choose the network backend; its transport keeps the pool in
-        # `_pool` (stable across the httpx versions pyproject allows) and maps httpcore's errors.
-        # No limit of its own: the slots above are the limit, so the pool never queues a request.
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=context,
-            max_connections=None,
-            max_keepalive_connections=64,
-            keepalive_expiry=30.0,
-            retries=0,
-            network_backend=_Backend(guard),
-        )
+        self._context = context
+        self._guard = guard
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle_count = 0
+        self._lock = threading.Lock()
+        self._closed = False
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        waited = request.extensions.get("timeout", {}).get("pool")
-        slot = self.slots.acquire((request.url.scheme, request.url.host, request.url.port), _bounded(waited))
+        timeouts = request.extensions.get("timeout", {})
+        url = request.url
+        origin = (url.scheme, url.host, url.port)
+        slot = self.slots.acquire(origin, _bounded(timeouts.get("pool")))
         try:
-            response = super().handle_request(request)
+            connection = self._idle_connection(origin) or self._connect(origin, timeouts.get("connect"))
+            try:
+                head = self._exchange(connection, request, timeouts)
+            except BaseException:
+                connection.close()
+                raise
         except BaseException:
             slot.release()
             raise
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        response.stream = _SlotReleasingStream(response.stream, slot)
-        return response
+        return httpx.Response(
+            head.status,
+            headers=head.headers,
+            stream=_Body(self, connection, head, slot, timeouts.get("read")),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+            request=request,
+        )
+
+    def _exchange(
+        self, connection: _Connection, request: httpx.Request, timeouts: dict[str, float]
+    ) -> http1.Head:
+        """Send `request` on `connection` and read its answer's head."""
+        connection.send(http1.request_bytes(request), timeouts.get("write"))
+        read = timeouts.get("read")
+        answered = connection.answered
+        connection.answered = True
+        try:
+            return http1.read_head(connection.buffer, lambda: connection.receive(read), request.method)
+        except httpx.ReadError as error:
+            if answered and not connection.buffer:
+                # A kept-alive connection the peer dropped meanwhile: the caller may send it again.
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response.") from error
+            raise
+
+    def keep(self, connection: _Connection) -> None:
+        """Keep `connection` for the origin's next request, unless the pool is full or closed."""
+        if connection.buffer:
+            connection.close()  # the registry sent more than it announced: the next answer is garbage
+            return
+        connection.idle_since = time.monotonic()
+        with self._lock:
+            if not self._closed and self._idle_count < MAX_IDLE_CONNECTIONS:
+                self._idle.setdefault(connection.origin, []).append(connection)
+                self._idle_count += 1
+                return
+        connection.close()
+
+    def _idle_connection(self, origin: Origin) -> _Connection | None:
+        """A kept-alive connection of `origin` still fit for a request, closing the ones that are not."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                idle = self._idle.get(origin)
+                if not idle:
+                    return None
+                connection = idle.pop()
+                self._idle_count -= 1
+                if not idle:
+                    del self._idle[origin]
+            if not connection.is_stale(now):
+                return connection
+            connection.close()
+
+    def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
+        scheme, host, port = origin
+        port = port or (443 if scheme == "https" else 80)
+        if not self._guard:
+            # The lookup bounded here as well (socket.create_connection's own one is not).
+            addresses = [host] if parse_address(host) is not None else resolve(host, port)
+        else:
+            addresses = guarded_addresses(host, port)
+        failure: httpx.TransportError | None = None
+        for address in addresses:
+            try:
+                sock = socket.create_connection((address, port), _bounded(timeout))
+            except TimeoutError as error:
+                failure = httpx.ConnectTimeout(f"cannot connect to {address} in time")
+                failure.__cause__ = error
+                continue
+            except OSError as error:
+                failure = httpx.ConnectError(str(error) or type(error).__name__)
+                failure.__cause__ = error
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = self._start_tls(sock, host, timeout)
+            return _Connection(sock, origin)
+        assert failure is not None  # neither lookup returns an empty list
+        raise failure
+
+    def _start_tls(self, sock: socket.socket, host: str, timeout: float | None) -> socket.socket:
+        """TLS over `sock`, the certificate verified against the name (never the address connected to)."""
+        try:
+            secure = self._context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+            secure.settimeout(_bounded(timeout))
+            secure.do_handshake()
+        except TimeoutError as error:
+            sock.close()
+            raise httpx.ConnectTimeout(f"TLS handshake with {host} did not finish in time") from error
+        except (OSError, ssl.SSLError) as error:
+            sock.close()
+            raise httpx.ConnectError(str(error) or type(error).__name__) from error
+        return secure
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle = [connection for connections in self._idle.values() for connection in connections]
+            self._idle.clear()
+            self._idle_count = 0
+        for connection in idle:
+            connection.close()
