@@ -195,7 +195,7 @@ def mapped_errors(where: str, host: str, deadline: Deadline) -> Iterator[None]:
         cause = network_cause(error) or one_line(str(error))  # as the Kubernetes client's are read
         raise ConnectionFailed(f"{where}: cannot connect to {host}: {cause}") from None
     except httpx.RemoteProtocolError:
-        # httpcore quotes the offending bytes; they are the registry's choice, so they stay out.
+        # The offending bytes are the registry's choice, so they stay out of the message.
         raise RegistryUnreachable(f"{where}: {host} did not answer with valid HTTP") from None
     except (httpx.HTTPError, httpx.InvalidURL) as error:
         detail = one_line(str(error)) or type(error).__name__
@@ -326,8 +326,8 @@ class Exchanger:
             with mapped_errors(ask.where, netloc(url), deadline), deadline_scope(deadline):
                 response = _handle_on_a_sound_connection(self._transport(options), request)
                 if method == "HEAD":
-                    # No body comes, but httpcore keeps the connection for the next request only once
-                    # it has read the answer's end: unread, every HEAD cost a new connection.
+                    # No body comes, but the transport keeps the connection for the next request only
+                    # once the answer's end was read: unread, every HEAD cost a new connection.
                     response.read()
             response.request = request
             status, remaining = response.status_code, response.headers.get("ratelimit-remaining")
@@ -382,8 +382,8 @@ def _handle_on_a_sound_connection(transport: httpx.BaseTransport, request: httpx
     """Send `request`; a GET or HEAD that met a broken keep-alive connection is sent once more.
 
     A registry that sent more bytes than it announced, or closed an idle connection, leaves a pooled
-    connection whose next answer is garbage or nothing; httpcore drops that connection on the protocol
-    error, so the second try goes out on a new one."""
+    connection whose next answer is garbage or nothing; the transport drops that connection on the
+    protocol error, so the second try goes out on a new one."""
     try:
         return transport.handle_request(request)
     except httpx.RemoteProtocolError:

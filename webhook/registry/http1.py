@@ -199,7 +199,7 @@ def _chunked(buffer: bytearray, receive: Receive) -> Iterator[bytes]:
         if size == 0:
             break
         yield from _exactly(size, buffer, receive)
-        if _line(buffer, receive, 2, "chunk end"):
+        if _line(buffer, receive, CHUNK_LINE_LIMIT, "chunk end"):
             raise httpx.RemoteProtocolError("the registry's chunk is longer than announced")
     trailers = 0
     while line := _line(buffer, receive, TRAILERS_LIMIT, "trailer"):

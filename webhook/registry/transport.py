@@ -41,6 +41,7 @@ DEFAULT_CONNECTIONS_PER_ORIGIN = 32
 STALE_SLOT_SECONDS = 120.0
 KEEPALIVE_SECONDS = 30.0  # an idle connection older than this is closed, not reused
 MAX_IDLE_CONNECTIONS = 64
+SWEEP_SECONDS = 1.0  # idle connections are looked over at most this often
 
 Origin = tuple[str, str, int | None]
 
@@ -239,19 +240,31 @@ class _Connection:
         except OSError as error:
             raise httpx.WriteError(str(error) or type(error).__name__) from error
 
-    def is_stale(self, now: float) -> bool:
-        """Expired, or the peer closed it or sent something while it sat idle (unusable either way)."""
-        if now - self.idle_since > KEEPALIVE_SECONDS or self.buffer:
-            return True
-        try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
+    def expired(self, now: float) -> bool:
+        return now - self.idle_since > KEEPALIVE_SECONDS
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _readable(connections: list[_Connection]) -> list[_Connection]:
+    """The connections with something to read (the peer closed, or sent bytes nobody asked for), or
+    closed already: an idle keep-alive connection has neither, so these are unusable.  poll(), not
+    select(): a worker holding a thousand client connections has descriptors past select()'s limit."""
+    if not connections:
+        return []
+    poller = select.poll()
+    unusable: list[_Connection] = []
+    by_descriptor: dict[int, _Connection] = {}
+    for connection in connections:
+        descriptor = connection.sock.fileno()
+        if descriptor < 0:
+            unusable.append(connection)
+        else:
+            by_descriptor[descriptor] = connection
+            poller.register(descriptor, select.POLLIN)
+    return unusable + [by_descriptor[descriptor] for descriptor, _ in poller.poll(0)]
 
 
 class _Body(httpx.SyncByteStream):
@@ -310,6 +323,7 @@ class RegistryTransport(httpx.BaseTransport):
         self._guard = guard
         self._idle: dict[Origin, list[_Connection]] = {}
         self._idle_count = 0
+        self._swept = 0.0
         self._lock = threading.Lock()
         self._closed = False
 
@@ -357,16 +371,20 @@ class RegistryTransport(httpx.BaseTransport):
         if connection.buffer:
             connection.close()  # the registry sent more than it announced: the next answer is garbage
             return
-        connection.idle_since = time.monotonic()
+        now = time.monotonic()
+        connection.idle_since = now
         with self._lock:
+            unusable = self._take_unusable(now) if now - self._swept > SWEEP_SECONDS else []
             if not self._closed and self._idle_count < MAX_IDLE_CONNECTIONS:
                 self._idle.setdefault(connection.origin, []).append(connection)
                 self._idle_count += 1
-                return
-        connection.close()
+            else:
+                unusable.append(connection)
+        for each in unusable:
+            each.close()
 
     def _idle_connection(self, origin: Origin) -> _Connection | None:
-        """A kept-alive connection of `origin` still fit for a request, closing the ones that are not."""
+        """The origin's most recently used kept-alive connection still fit for a request."""
         now = time.monotonic()
         while True:
             with self._lock:
@@ -377,9 +395,27 @@ class RegistryTransport(httpx.BaseTransport):
                 self._idle_count -= 1
                 if not idle:
                     del self._idle[origin]
-            if not connection.is_stale(now):
+            if not connection.expired(now) and not _readable([connection]):
                 return connection
             connection.close()
+
+    def _take_unusable(self, now: float) -> list[_Connection]:
+        """Idle connections past their keep-alive, or that the peer closed or wrote to while idle (a
+        registry's close leaves our end open until we look); taken out of the pool for closing."""
+        self._swept = now
+        idle = [connection for connections in self._idle.values() for connection in connections]
+        unusable = {id(c) for c in idle if c.expired(now)} | {id(c) for c in _readable(idle)}
+        if not unusable:
+            return []
+        taken = [c for c in idle if id(c) in unusable]
+        for origin in list(self._idle):
+            kept = [c for c in self._idle[origin] if id(c) not in unusable]
+            if kept:
+                self._idle[origin] = kept
+            else:
+                del self._idle[origin]
+        self._idle_count -= len(taken)
+        return taken
 
     def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin

@@ -1,0 +1,124 @@
+"""Kept-alive connections of the registry transport against a loopback server that answers as scripted:
+a connection is reused only when its last answer ended cleanly and the peer still has it open."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from webhook.registry.transport import RegistryTransport, ssl_context
+
+pytestmark = pytest.mark.served
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+Script = Callable[[socket.socket, int], None]  # answers one connection; the int counts connections
+
+
+class ScriptedServer:
+    """Accepts on 127.0.0.1; each connection is handed to `script` on a thread of its own."""
+
+    def __init__(self, script: Script) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.accepted = 0
+        self._script = script
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._script, args=(connection, self.accepted), daemon=True).start()
+
+
+def requests_of(connection: socket.socket) -> Iterator[bytes]:
+    """Each request head the client sends on `connection` (these requests have no body)."""
+    buffer = b""
+    while True:
+        while b"\r\n\r\n" not in buffer:
+            data = connection.recv(65536)
+            if not data:
+                return
+            buffer += data
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        yield head
+
+
+@pytest.fixture
+def transport() -> Iterator[RegistryTransport]:
+    transport = RegistryTransport(ssl_context(None), guard=False)
+    yield transport
+    transport.close()
+
+
+def _get(transport: RegistryTransport, url: str) -> bytes:
+    response = transport.handle_request(httpx.Request("GET", url, extensions={"timeout": {"read": 5}}))
+    try:
+        return response.read()
+    finally:
+        response.close()
+
+
+def test_one_connection_carries_every_request_while_answers_end_cleanly(transport: RegistryTransport) -> None:
+    def keep_answering(connection: socket.socket, _: int) -> None:
+        for _head in requests_of(connection):
+            connection.sendall(OK)
+
+    server = ScriptedServer(keep_answering)
+    assert [_get(transport, f"{server.url}/v2/{n}") for n in range(5)] == [b"ok"] * 5
+    assert server.accepted == 1
+
+
+def test_a_connection_the_registry_closed_while_idle_is_not_reused(transport: RegistryTransport) -> None:
+    answered = threading.Event()
+
+    def answer_once_then_close(connection: socket.socket, _: int) -> None:
+        for _head in requests_of(connection):
+            connection.sendall(OK)
+            connection.close()
+            answered.set()
+            return
+
+    server = ScriptedServer(answer_once_then_close)
+    assert _get(transport, f"{server.url}/v2/a") == b"ok"
+    answered.wait(5)
+    # Without looking first, the second request would go out on the closed connection and fail.
+    assert _get(transport, f"{server.url}/v2/b") == b"ok"
+    assert server.accepted == 2
+
+
+def test_bytes_past_an_announced_length_end_the_connection(transport: RegistryTransport) -> None:
+    # A registry that sends more than its Content-Length: the surplus would be read as the next answer.
+    def overflowing_first(connection: socket.socket, number: int) -> None:
+        for _head in requests_of(connection):
+            connection.sendall(
+                OK + (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfake" if number == 1 else b"")
+            )
+
+    server = ScriptedServer(overflowing_first)
+    assert _get(transport, f"{server.url}/v2/a") == b"ok"
+    assert _get(transport, f"{server.url}/v2/b") == b"ok"
+    assert server.accepted == 2
+
+
+def test_an_answer_left_unread_is_never_reused(transport: RegistryTransport) -> None:
+    def keep_answering(connection: socket.socket, _: int) -> None:
+        for _head in requests_of(connection):
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+    server = ScriptedServer(keep_answering)
+    response = transport.handle_request(httpx.Request("GET", f"{server.url}/v2/a"))
+    response.close()  # closed before its body was read: its bytes are still on the way
+    assert _get(transport, f"{server.url}/v2/b") == b"hello"
+    assert server.accepted == 2
+    assert transport.slots.in_use() == 0
