@@ -7,6 +7,7 @@ These functions only classify; the registry client resolves names and refuses at
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -131,10 +132,12 @@ def is_metadata_name(host: str) -> bool:
     return name in _METADATA_NAMES
 
 
+@functools.lru_cache(maxsize=1024)
 def literal_blocked_reason(host: str) -> str | None:
     """The guard's verdict on a host before any lookup: a literal IP, or a metadata service name.
 
-    None means the host may still be refused once its name is resolved.
+    None means the host may still be refused once its name is resolved.  Asked before every registry
+    request, so verdicts are kept (a pure function of the name; 1,024 names of bounded length).
     """
     if parse_address(host) is not None:
         return blocked_reason(host)

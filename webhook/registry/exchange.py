@@ -176,28 +176,40 @@ def closed_on_error(response: httpx.Response) -> Iterator[None]:
         raise
 
 
-@contextlib.contextmanager
-def mapped_errors(where: str, host: str, deadline: Deadline) -> Iterator[None]:
-    """httpx's errors as ours, one line each, naming the registry and repository."""
-    try:
-        yield
-    except httpx.PoolTimeout:
-        raise DeadlineExceeded(
-            f"{where}: every connection to {host} stayed busy until the {deadline.seconds:g}s deadline"
-        ) from None
-    except httpx.TimeoutException:
-        if deadline.expired():
+class mapped_errors:  # noqa: N801 - used as a function: `with mapped_errors(...)`
+    """httpx's errors as ours, one line each, naming the registry and repository (a class, not a
+    generator: every request enters it, and a generator-based context manager costs several times more)."""
+
+    __slots__ = ("_where", "_host", "_deadline")
+
+    def __init__(self, where: str, host: str, deadline: Deadline) -> None:
+        self._where = where
+        self._host = host
+        self._deadline = deadline
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
+        if error is None or not isinstance(error, httpx.HTTPError | httpx.InvalidURL):
+            return
+        where, host, deadline = self._where, self._host, self._deadline
+        if isinstance(error, httpx.PoolTimeout):
             raise DeadlineExceeded(
-                f"{where}: {host} did not answer within the {deadline.seconds:g}s deadline"
+                f"{where}: every connection to {host} stayed busy until the {deadline.seconds:g}s deadline"
             ) from None
-        raise RegistryUnreachable(f"{where}: {host} timed out") from None
-    except httpx.ConnectError as error:
-        cause = network_cause(error) or one_line(str(error))  # as the Kubernetes client's are read
-        raise ConnectionFailed(f"{where}: cannot connect to {host}: {cause}") from None
-    except httpx.RemoteProtocolError:
-        # The offending bytes are the registry's choice, so they stay out of the message.
-        raise RegistryUnreachable(f"{where}: {host} did not answer with valid HTTP") from None
-    except (httpx.HTTPError, httpx.InvalidURL) as error:
+        if isinstance(error, httpx.TimeoutException):
+            if deadline.expired():
+                raise DeadlineExceeded(
+                    f"{where}: {host} did not answer within the {deadline.seconds:g}s deadline"
+                ) from None
+            raise RegistryUnreachable(f"{where}: {host} timed out") from None
+        if isinstance(error, httpx.ConnectError):
+            cause = network_cause(error) or one_line(str(error))  # as the Kubernetes client's are read
+            raise ConnectionFailed(f"{where}: cannot connect to {host}: {cause}") from None
+        if isinstance(error, httpx.RemoteProtocolError):
+            # The offending bytes are the registry's choice, so they stay out of the message.
+            raise RegistryUnreachable(f"{where}: {host} did not answer with valid HTTP") from None
         detail = one_line(str(error)) or type(error).__name__
         raise RegistryUnreachable(f"{where}: {host}: {detail}") from None
 
@@ -325,10 +337,6 @@ class Exchanger:
         try:
             with mapped_errors(ask.where, netloc(url), deadline), deadline_scope(deadline):
                 response = _handle_on_a_sound_connection(self._transport(options), request)
-                if method == "HEAD":
-                    # No body comes, but the transport keeps the connection for the next request only
-                    # once the answer's end was read: unread, every HEAD cost a new connection.
-                    response.read()
             response.request = request
             status, remaining = response.status_code, response.headers.get("ratelimit-remaining")
             return response

@@ -25,6 +25,8 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+# Header lines ending in CRLF, each a token, a colon and a value with no control character but tab.
+_PLAIN_FIELDS = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*(?:\r\n|\Z))*")
 _FIELD_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")  # horizontal tab and obs-text allowed
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
@@ -128,13 +130,27 @@ def _next_head(buffer: bytearray, receive: Receive) -> tuple[int, bytes, list[tu
         started = True
     if end.start() > HEAD_LIMIT:
         raise httpx.RemoteProtocolError(f"the registry's answer head is over {HEAD_LIMIT} bytes")
-    lines = _LINE_END.split(bytes(buffer[: end.start()]))
+    block = bytes(buffer[: end.start()])
     del buffer[: end.end()]
-    matched = _STATUS_LINE.fullmatch(lines[0])
+    status_line, _, fields = block.partition(b"\n")
+    matched = _STATUS_LINE.fullmatch(status_line.removesuffix(b"\r"))
     if matched is None:
         raise httpx.RemoteProtocolError("the registry's answer has no valid status line")
+    if _PLAIN_FIELDS.fullmatch(fields):
+        # Every line a token, a colon and a value without control characters: one check for them all.
+        headers = []
+        for line in fields.split(b"\r\n") if fields else ():
+            name, _, value = line.partition(b":")
+            headers.append((name, value.strip(b" \t")))
+    else:
+        headers = _checked_fields(_LINE_END.split(fields))
+    return int(matched.group(2)), matched.group(3) or b"", headers, int(matched.group(1))
+
+
+def _checked_fields(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """Header lines one by one: folded lines unfolded, anything else invalid refused."""
     headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
+    for line in lines:
         if line[:1] in (b" ", b"\t"):
             if not headers:
                 raise httpx.RemoteProtocolError("the registry's answer starts with a continuation line")
@@ -145,7 +161,7 @@ def _next_head(buffer: bytearray, receive: Receive) -> tuple[int, bytes, list[tu
         if not colon or _TOKEN.fullmatch(name) is None:
             raise httpx.RemoteProtocolError("the registry's answer has an invalid header line")
         headers.append((name, _checked_value(value.strip(b" \t"))))
-    return int(matched.group(2)), matched.group(3) or b"", headers, int(matched.group(1))
+    return headers
 
 
 def _checked_value(value: bytes) -> bytes:

@@ -49,14 +49,20 @@ _active_deadline: ContextVar[Deadline | None] = ContextVar("pullcheck_registry_d
 _MIN_TIMEOUT = 0.001  # a zero socket timeout would mean non-blocking, not "already late"
 
 
-@contextlib.contextmanager
-def deadline_scope(deadline: Deadline) -> Iterator[None]:
-    """Bound every socket operation of this thread by `deadline` while the block runs."""
-    token = _active_deadline.set(deadline)
-    try:
-        yield
-    finally:
-        _active_deadline.reset(token)
+class deadline_scope:  # noqa: N801 - used as a function: `with deadline_scope(deadline):`
+    """Bound every socket operation of this thread by `deadline` while the block runs (a class: every
+    request and body read enters it)."""
+
+    __slots__ = ("_deadline", "_token")
+
+    def __init__(self, deadline: Deadline) -> None:
+        self._deadline = deadline
+
+    def __enter__(self) -> None:
+        self._token = _active_deadline.set(self._deadline)
+
+    def __exit__(self, *_: object) -> None:
+        _active_deadline.reset(self._token)
 
 
 def _bounded(timeout: float | None) -> float | None:
