@@ -140,6 +140,7 @@ def audit(
     exempt_images: dict[str, bool] = {}
     jobs: dict[tuple[str, Keyring], set[Target]] = {}
     uses: dict[tuple[str, Keyring, tuple[Target, ...]], list[Workload]] = {}
+    targets_by_spec: dict[str, tuple[Target, ...]] = {}
     judged = 0
     for workload in workloads:
         if policy.exemptions.exempt_namespace(workload.namespace):
@@ -152,7 +153,11 @@ def audit(
         judged += 1
         if not images:
             continue
-        targets = placement.targets(workload.pod_spec)
+        # Most workloads share a few placements: the node groups are narrowed once per distinct one.
+        placed = repr(workload.pod_spec)
+        if placed not in targets_by_spec:
+            targets_by_spec[placed] = placement.targets(workload.pod_spec)
+        targets = targets_by_spec[placed]
         keyring = credentials(workload)
         for image in images:
             jobs.setdefault((image, keyring), set()).update(targets)
@@ -171,8 +176,15 @@ def audit(
     entries: dict[ImageResult, list[Workload]] = {}
     for (image, keyring, targets), users in uses.items():
         result = for_targets(results[(image, keyring)], targets)
+        undrifted: list[Workload] | None = None  # the entry of `result` itself, found once
         for user in users:
-            entries.setdefault(with_drift(result, user.running.get(image), policy), []).append(user)
+            judged_result = with_drift(result, user.running.get(image), policy)
+            if judged_result is not result:
+                entries.setdefault(judged_result, []).append(user)
+                continue
+            if undrifted is None:
+                undrifted = entries.setdefault(result, [])
+            undrifted.append(user)
     return AuditReport(
         entries=tuple(ImageAudit(result, tuple(users)) for result, users in entries.items()),
         problems=tuple(problems),
