@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from webhook.registry.transport import RegistryTransport, ssl_context
+from webhook.deadline import Deadline
+from webhook.registry.transport import RegistryTransport, _Connection, deadline_scope, ssl_context
 
 pytestmark = pytest.mark.served
 
@@ -122,3 +123,20 @@ def test_an_answer_left_unread_is_never_reused(transport: RegistryTransport) -> 
     assert _get(transport, f"{server.url}/v2/b") == b"hello"
     assert server.accepted == 2
     assert transport.slots.in_use() == 0
+
+
+def test_no_read_after_the_deadline_even_with_bytes_waiting() -> None:
+    # A peer dripping a head a byte at a time always has a byte ready for the next short read: past the
+    # deadline, the connection must stop reading rather than wait a little for each one.
+    ours, theirs = socket.socketpair()
+    connection = _Connection(ours, ("http", "registry.test", 5000))
+    theirs.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: aaaa")
+    try:
+        with deadline_scope(Deadline(5)):
+            assert connection.receive(None).startswith(b"HTTP/1.1")
+        theirs.sendall(b"a")
+        with deadline_scope(Deadline(0)), pytest.raises(httpx.ReadTimeout):
+            connection.receive(None)
+    finally:
+        connection.close()
+        theirs.close()

@@ -229,6 +229,10 @@ class _Connection:
 
     def receive(self, timeout: float | None) -> bytes:
         """The next bytes the peer sends (b"" once it closed), waiting at most until the deadline."""
+        deadline = _active_deadline.get()
+        if deadline is not None and deadline.expired():
+            # Not even a short wait: a peer dripping a head byte by byte would get one after another.
+            raise httpx.ReadTimeout("the registry did not answer in time")
         try:
             self.sock.settimeout(_bounded(timeout))
             return self.sock.recv(http1.READ_SIZE)
