@@ -378,7 +378,8 @@ def main() -> int:
             def ref(name: str) -> str:
                 return registry.ref(f"bench/{name}", "v1")
 
-            cold_names = [f"cold-{n}" for n in range(11)]
+            # Each repeat judges one never-seen image alone and ten in one Pod, all of them new.
+            cold_names = [f"cold-{n}" for n in range(11 * args.repeats)]
             for name in ["warm-a", "warm-b", "warm-c", "cold-one", *cold_names]:
                 registry.push_image(f"bench/{name}", "v1", [make_layer(name)])
             proxy_port = free_port()
@@ -451,9 +452,17 @@ def main() -> int:
                 time.sleep(0.3)  # the answer is out; let the worker's CPU counters settle
                 return seconds, webhook.cpu_seconds() - cpu
 
-            one_seconds, one_cpu = cold_admission(cold_names[:1])
-            ten_seconds, ten_cpu = cold_admission(cold_names[1:])
+            colds: dict[int, list[tuple[float, float]]] = {1: [], 10: []}
+            for repeat in range(args.repeats):
+                names = cold_names[11 * repeat : 11 * (repeat + 1)]
+                for size in (1, 10) if repeat % 2 == 0 else (10, 1):
+                    colds[size].append(cold_admission(names[:1] if size == 1 else names[1:]))
             proxy.close()
+            one_seconds = statistics.median(seconds for seconds, _ in colds[1])
+            ten_seconds = statistics.median(seconds for seconds, _ in colds[10])
+            # CPU summed over the repeats: /proc counts in 10 ms ticks, too coarse for one admission.
+            one_cpu = sum(cpu for _, cpu in colds[1]) / args.repeats
+            ten_cpu = sum(cpu for _, cpu in colds[10]) / args.repeats
 
             # Warm: closed loops from wrk, pullcheck and the floor interleaved; then paced requests.
             pod = realistic_review([ref("warm-a"), ref("warm-b"), ref("warm-c")])
@@ -552,8 +561,13 @@ def main() -> int:
         ("  after the tag TTL, token cached", f"{token_costs.after_ttl}", "<= 1 per image", ""),
         (f"cold wall time, 1 image, registry +{ms(args.registry_delay)}", ms(one_seconds), "", ""),
         ("cold wall time, 10 images", ms(ten_seconds), "", ""),
-        ("  ratio 10 / 1", f"{ten_seconds / one_seconds:.2f}", "<= 1.3", ""),
-        ("server CPU per cold image (1 / 10 per Pod)", f"{ms(one_cpu)} / {ms(ten_cpu / 10)}", "", ""),
+        ("  ratio 10 / 1 (medians)", f"{ten_seconds / one_seconds:.2f}", "<= 1.3", ""),
+        (
+            "server CPU per cold image (1 / 10 per Pod)",
+            f"{ms(one_cpu)} / {ms(ten_cpu / 10)}",
+            "",
+            f"over {args.repeats} admissions of each",
+        ),
     ]
     width = max(len(r[0]) for r in rows[1:]) + 2
     print(rows[0][0])
