@@ -9,7 +9,7 @@ APT_BINARIES := /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/containerd /us
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_WORKERS ?= 2
 
-.PHONY: all setup apt venv binaries wheels run test unit lint bench bench-apt bench-audit soak manifests demo clean
+.PHONY: all setup apt venv binaries wheels run test unit lint bench bench-apt bench-audit bench-cold soak manifests demo clean
 
 all: test
 
@@ -78,6 +78,10 @@ soak: setup
 
 bench-audit: setup
 	$(BIN)/python -m bench.audit
+
+# CPU per never-seen image, judged in process against a local docker-registry (no server in the way).
+bench-cold: setup
+	$(BIN)/python -m bench.cold
 
 # Plain YAML for kubectl users, rendered from the chart; tests/test_chart_render.py fails when they drift.
 manifests: binaries
