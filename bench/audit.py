@@ -1,9 +1,10 @@
 """Measure `pullcheck audit -A` on a synthetic cluster in a real apiserver and print a table.
 
 Run from the repository root: `python -m bench.audit` (what `make bench-audit` does). Pods spread over
-namespaces, each with one image out of a few hundred distinct ones spread over several repositories
+namespaces, each with one image out of thousands of distinct ones spread over several repositories
 of a local docker-registry; three Nodes (containerd 2.1, containerd 1.7, CRI-O). Nothing here asserts;
-the targets are printed beside the numbers.
+the targets are printed beside the numbers. `--pullcheck` twice or more times several builds
+interleaved on the same cluster (wall time follows the machine's other load; compare within one run).
 """
 
 from __future__ import annotations
