@@ -132,13 +132,24 @@ def is_metadata_name(host: str) -> bool:
     return name in _METADATA_NAMES
 
 
-@functools.lru_cache(maxsize=1024)
 def literal_blocked_reason(host: str) -> str | None:
     """The guard's verdict on a host before any lookup: a literal IP, or a metadata service name.
 
     None means the host may still be refused once its name is resolved.  Asked before every registry
-    request, so verdicts are kept (a pure function of the name; 1,024 names of bounded length).
+    request, so the verdict on a name of ordinary length is kept (a redirect chooses the name too).
     """
+    return _kept_verdict(host) if len(host) <= _KEPT_HOST_LENGTH else _verdict(host)
+
+
+_KEPT_HOST_LENGTH = 300  # a DNS name is at most 253 characters, a port and brackets add a few
+
+
+@functools.lru_cache(maxsize=1024)
+def _kept_verdict(host: str) -> str | None:
+    return _verdict(host)
+
+
+def _verdict(host: str) -> str | None:
     if parse_address(host) is not None:
         return blocked_reason(host)
     if is_metadata_name(host):

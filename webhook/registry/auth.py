@@ -10,6 +10,7 @@ answer is the one to use.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -487,7 +488,20 @@ def _basic_pair(username: str, secret: str) -> str:
 
 
 def _realm_url(realm: str) -> httpx.URL | None:
-    """The token realm as a URL, None when it is not an absolute http(s) URL."""
+    """The token realm as a URL, None when it is not an absolute http(s) URL.  Every request to a
+    registry behind a token service reads it, so a realm of ordinary length is parsed once."""
+    return _parsed_realm(realm) if len(realm) <= _KEPT_REALM_LENGTH else _parse_realm(realm)
+
+
+_KEPT_REALM_LENGTH = 512  # the registry chooses the realm: 256 kept ones hold well under a MiB
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_realm(realm: str) -> httpx.URL | None:
+    return _parse_realm(realm)
+
+
+def _parse_realm(realm: str) -> httpx.URL | None:
     try:
         url = httpx.URL(realm)
     except httpx.InvalidURL:
