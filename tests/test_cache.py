@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import tracemalloc
 from collections.abc import Hashable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,9 +19,12 @@ from webhook import cache
 from webhook.cache import MIB, Cache, Section, size_of
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
-from webhook.policy import Policy, RegistryOptions
+from webhook.documents import Document
+from webhook.policy import MirrorOptions, Policy, RegistryOptions
+from webhook.reference import parse
 from webhook.registry import RegistryClient
 from webhook.resolve import Checker
+from webhook.routes import route_for
 from webhook.runtimes import default_targets
 
 
@@ -97,6 +102,58 @@ def test_size_of_counts_what_parsed_json_holds() -> None:
     for _ in range(100_000):
         deep = [deep]
     assert size_of(deep) > 100_000 * 50  # weighed without recursion
+
+
+def _descriptors_manifest(layers: int) -> bytes:
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 2}
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "0" * 64}
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": hostile.OCI_MANIFEST,
+            "config": config | {"size": 2},
+            "layers": [layer | {"digest": hostile.digest_of(b"%d" % n)} for n in range(layers)],
+            "annotations": {f"a{n}": "b" for n in range(layers)},
+        }
+    ).encode()
+
+
+def test_a_document_weighs_what_its_parsed_body_holds() -> None:
+    """A manifest of many small descriptors and annotations holds several times its bytes once parsed:
+    its weight (kept once worked out) is at least that, and not wildly more."""
+    data = _descriptors_manifest(20_000)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        document = Document.from_bytes(hostile.digest_of(data), hostile.OCI_MANIFEST, data)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held > 2 * len(data)
+    assert held * 0.9 <= size_of(document) <= held * 1.5, (size_of(document), held)
+    assert size_of(document) == document.weight
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert Document("sha256:" + "0" * 64, "", 0, deep).weight > 100_000 * 50  # weighed without recursion
+
+
+def test_settings_worked_out_per_image_are_weighed_the_policys_own_are_not() -> None:
+    """A route's endpoint for a mirror has settings of its own, made for this image and held by the cache
+    entries that refer to the route; the registry's are the policy's, held once whatever refers to them."""
+    realms = tuple(f"auth{n}.example.com" for n in range(50))
+    entry = RegistryOptions(host="registry.test", mirrors=(MirrorOptions(host="mirror.test"),))
+    policy = Policy(registries=(replace(entry, token_realm_hosts=realms),))
+    route = route_for(policy, parse("registry.test/app:v1"), "containerd")
+    assert route is not None
+    mirror, upstream = route.endpoints
+    assert upstream.options is policy.registries[0] and size_of(upstream.options) == 0
+    assert mirror.options.token_realm_hosts == realms
+    assert size_of(mirror.options) > sum(sys.getsizeof(realm) for realm in realms)
+    assert size_of(route) > size_of(mirror.options) + size_of(upstream) > size_of(mirror.options)
+    outside = RegistryOptions(host="elsewhere.test")  # as the client makes for a host outside the policy
+    assert size_of(outside) >= sys.getsizeof(outside) + sys.getsizeof("elsewhere.test")
 
 
 # ---- the resolver's caches under a stream of distinct big manifests ------------------------------------

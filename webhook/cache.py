@@ -12,6 +12,7 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from operator import attrgetter
 from time import monotonic
 from typing import Any, Generic, TypeVar
 
@@ -22,15 +23,45 @@ MIB = 1024 * 1024
 ENTRY_OVERHEAD = 240  # bytes of bookkeeping per entry: the ordered dict's node and the stored tuple
 C = TypeVar("C", bound=type)
 
-_HELD_ELSEWHERE: set[type] = set()
+# Classes whose objects are weighed by a function of their own, not by walking their attributes.
+_WEIGHERS: dict[type, Callable[[Any], int]] = {}
+_HELD = "_held_elsewhere"  # the attribute `hold` sets on an object
+
+
+def _nothing(_: object) -> int:
+    return 0
 
 
 def held_elsewhere(cls: C) -> C:
-    """Class decorator: the policy or the node view holds these objects (targets, registry settings) and
+    """Class decorator: the policy or the node view holds these objects (targets, mirror settings) and
     many entries refer to the same ones, so an entry weighs its reference, not the object again.  Walking
     them for every entry was most of the weighing a cold image cost."""
-    _HELD_ELSEWHERE.add(cls)
+    _WEIGHERS[cls] = _nothing
     return cls
+
+
+def weighs_itself(cls: C) -> C:
+    """Class decorator: its objects say what they hold in their `weight` (everything they refer to
+    included), worked out once and kept where they never change, or cheaper than a walk."""
+    _WEIGHERS[cls] = attrgetter("weight")
+    return cls
+
+
+def hold(item: Any) -> None:
+    """Mark one object as held elsewhere for as long as it lives: `weight_of_fields` weighs it as nothing.
+    For objects of a class of which only some are shared (the policy's registry settings, not those
+    worked out per image for a host outside the policy)."""
+    item.__dict__[_HELD] = True
+
+
+def weight_of_fields(item: Any) -> int:
+    """What an object with a `__dict__` holds: itself, its attribute dict and the values in it
+    (nothing when `hold` marked it).  For a `weight` of a `weighs_itself` class."""
+    attributes = item.__dict__
+    if _HELD in attributes:
+        return 0
+    values = tuple(attributes.values())
+    return sys.getsizeof(item) + sys.getsizeof(attributes) + size_of(values) - sys.getsizeof(values)
 
 
 _LEAVES = (str, bytes, bytearray, int, float)
@@ -43,17 +74,23 @@ def size_of(value: Any) -> int:
 
     Walks containers, dataclass-like objects (`__dict__`, `__slots__`) and parsed JSON without recursion,
     so a document nested 100,000 deep is weighed, not a crash.  Every entry of every cache is weighed
-    when put: exact types are checked first (an isinstance of a union costs several times more)."""
+    when put: exact types are checked first (an isinstance of a union costs several times more).  An
+    object's attribute names are its class's, so only the values in its `__dict__` are walked."""
     seen: set[int] = set()
     total = 0
     pending = [value]
     getsizeof = sys.getsizeof
+    weighers = _WEIGHERS
     while pending:
         item = pending.pop()
         kind = type(item)
-        if item is None or kind is bool or kind in _HELD_ELSEWHERE or id(item) in seen:
+        if item is None or kind is bool or id(item) in seen:
             continue
         seen.add(id(item))
+        weigher = weighers.get(kind)
+        if weigher is not None:
+            total += weigher(item)
+            continue
         total += getsizeof(item)
         if kind in _EXACT_LEAVES or isinstance(item, _LEAVES):
             continue
@@ -65,10 +102,38 @@ def size_of(value: Any) -> int:
         else:
             attributes = getattr(item, "__dict__", None)
             if attributes is not None:
-                pending.append(attributes)
+                total += getsizeof(attributes)
+                pending += attributes.values()
             for name in getattr(kind, "__slots__", ()):
                 pending.append(getattr(item, name, None))
     return total
+
+
+def json_size(value: Any) -> int:
+    """What parsed JSON holds (objects, arrays, strings, numbers), as `size_of` says, only faster.
+
+    One decoding shares no object or array between two places, so nothing needs remembering but the
+    object keys, which the decoder shares between objects (an equal key is the same string): each
+    distinct key counts once.  Anything that is not a JSON value inside is weighed by `size_of`."""
+    total = 0
+    keys: set[str] = set()
+    pending = [value]
+    getsizeof = sys.getsizeof
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is dict:
+            total += getsizeof(item)
+            keys.update(item)
+            pending += item.values()
+        elif kind is list:
+            total += getsizeof(item)
+            pending += item
+        elif kind is str or kind is int or kind is float:
+            total += getsizeof(item)
+        elif item is not None and kind is not bool:
+            total += size_of(item)
+    return total + sum(map(getsizeof, keys))
 
 
 class Cache(Generic[K, V]):

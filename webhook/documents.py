@@ -14,12 +14,15 @@ fields are kept as served.  So the rules can trust that a known field, when pres
 from __future__ import annotations
 
 import json
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final, Literal
 
 from webhook import mediatypes as mt
+from webhook.cache import json_size, weighs_itself
 from webhook.codes import Code
 from webhook.digests import quoted
 from webhook.errors import InvalidDocument
@@ -42,6 +45,7 @@ class Problem:
     message: str
 
 
+@weighs_itself
 @dataclass(frozen=True)
 class Document:
     """A manifest, index or config as served, its bytes verified against `digest`."""
@@ -50,6 +54,15 @@ class Document:
     content_type: str  # Content-Type as served, parameters stripped, lower-case; '' when absent
     size: int
     body: Any  # parsed JSON; None when the bytes are not JSON
+
+    @cached_property
+    def weight(self) -> int:
+        """The bytes this document holds in memory, its parsed body included (a 4 MB manifest of small
+        descriptors holds several times its size): worked out once, when a cache first weighs it."""
+        getsizeof = sys.getsizeof
+        shell = getsizeof(self) + getsizeof(self.__dict__)
+        strings = getsizeof(self.digest) + getsizeof(self.content_type)
+        return shell + strings + getsizeof(self.size) + json_size(self.body)
 
     @staticmethod
     def from_bytes(digest: str, content_type: str, data: bytes, *, config: bool = False) -> Document:

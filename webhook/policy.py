@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, get_args
 
 from webhook import findings as fd
-from webhook.cache import held_elsewhere
+from webhook.cache import held_elsewhere, hold, weighs_itself, weight_of_fields
 from webhook.codes import Code, Severity
 from webhook.errors import ConfigError, InvalidReference
 from webhook.findings import Finding
@@ -65,7 +65,7 @@ class MirrorOptions:
     capabilities: frozenset[str] = frozenset({PULL, RESOLVE})  # resolve: tags; pull: content by digest
 
 
-@held_elsewhere
+@weighs_itself
 @dataclass(frozen=True)
 class RegistryOptions:
     """One entry of the policy's `registries:` list: how to reach a registry host."""
@@ -81,6 +81,13 @@ class RegistryOptions:
     skip_verify: bool = (
         False  # no certificate verification (hosts.toml skip_verify, registries.conf insecure)
     )
+
+    @property
+    def weight(self) -> int:
+        """Nothing for the policy's own entries (every route and answer of their registry refers to them,
+        see Policy); what they hold for settings worked out per image (a mirror's, a node file's, a host
+        outside the policy), which live as long as the cache entries that refer to them."""
+        return weight_of_fields(self)
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,12 @@ class Policy:
     @staticmethod
     def from_mapping(data: Any, source: str = "policy") -> Policy:
         return _PolicyReader(source).read(data)
+
+    def __post_init__(self) -> None:
+        # The policy holds its registry entries: cache entries that refer to them weigh nothing for
+        # them (while the policy lives; an entry that outlives a reload keeps the few it refers to).
+        for entry in self.registries:
+            hold(entry)
 
     def with_registries(self, extra: Iterable[RegistryOptions]) -> Policy:
         """This policy with more registries; an extra entry replaces one for the same host."""

@@ -8,12 +8,13 @@ findings, and clean results are kept as long as the tag answer they rest on.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import wait
 from dataclasses import dataclass, replace
 from functools import partial
 
-from webhook.cache import Section
+from webhook.cache import Section, size_of, weighs_itself
 from webhook.codes import Code
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
@@ -94,9 +95,9 @@ class Checker:
         self.resolver.count("result", False, len(misses))
         if len(misses) == 1:
             # One image to fetch: the client bounds every read by the deadline, no pool hand-off needed.
-            results[misses[0]] = self._check_one(misses[0], targets, policy, keyring, deadline)
+            results[misses[0]] = self._check_one(misses[0], targets, policy, keyring, deadline, context)
         elif misses:
-            results.update(self._check_concurrently(misses, targets, policy, keyring, deadline))
+            results.update(self._check_concurrently(misses, targets, policy, keyring, deadline, context))
         return [results[image] for image in images]
 
     def _check_concurrently(
@@ -106,8 +107,11 @@ class Checker:
         policy: Policy,
         keyring: Keyring,
         deadline: Deadline,
+        context: _ResultContext,
     ) -> dict[str, ImageResult]:
-        calls = [partial(self._check_one, image, targets, policy, keyring, deadline) for image in images]
+        calls = [
+            partial(self._check_one, image, targets, policy, keyring, deadline, context) for image in images
+        ]
         futures = dict(zip(images, self.resolver.threads.run_all(calls, self.resolver.workers), strict=True))
         # One wait for all of them: the answer never comes later than the deadline plus one margin.
         done, _ = wait(futures.values(), timeout=deadline.remaining() + ANSWER_MARGIN)
@@ -124,7 +128,13 @@ class Checker:
         return results
 
     def _check_one(
-        self, image: str, targets: Sequence[Target], policy: Policy, keyring: Keyring, deadline: Deadline
+        self,
+        image: str,
+        targets: Sequence[Target],
+        policy: Policy,
+        keyring: Keyring,
+        deadline: Deadline,
+        context: _ResultContext,
     ) -> ImageResult:
         try:
             ref = parse(image)
@@ -145,9 +155,7 @@ class Checker:
             )
         if all(g.resolution.error is None and not g.resolution.failures for g in groups):
             # A clean answer holds as long as the tag answer it rests on.
-            self._results.put(
-                (image, _ResultContext(targets, policy, keyring)), result, self.resolver.tag_ttl
-            )
+            self._results.put((image, context), result, self.resolver.tag_ttl)
         return result
 
     def _result(
@@ -241,14 +249,15 @@ class Checker:
         return routed
 
 
+@weighs_itself
 class _ResultContext:
     """What an image's result depends on besides the image and the registry's content.
 
-    Part of the key of every cached result, looked up for each image of an admission: built and hashed
-    once per call. Equal contexts of two calls share their parts (the policy's, the targets), so
+    Part of the key of every cached result, looked up for each image of an admission: built, hashed and
+    weighed once per call. Equal contexts of two calls share their parts (the policy's, the targets), so
     comparing them on a hit is mostly identity checks."""
 
-    __slots__ = ("_parts", "_hash")
+    __slots__ = ("_parts", "_hash", "_weight")
 
     def __init__(self, targets: Sequence[Target], policy: Policy, keyring: Keyring) -> None:
         self._parts = (
@@ -260,6 +269,14 @@ class _ResultContext:
             (policy.node.containerd_hosts_dir, policy.node.crio_registries_conf),
         )
         self._hash = hash(self._parts)
+        self._weight = -1
+
+    @property
+    def weight(self) -> int:
+        """What the key of each result of the call holds for the context (kept: weighed once a call)."""
+        if self._weight < 0:
+            self._weight = sys.getsizeof(self) + size_of(self._parts)
+        return self._weight
 
     def __hash__(self) -> int:
         return self._hash

@@ -12,7 +12,9 @@ first endpoint that serves the manifest and fetches everything else there (`stic
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
+from webhook.cache import weighs_itself, weight_of_fields
 from webhook.errors import InvalidReference
 from webhook.nodeconfig import (
     PULL,
@@ -31,6 +33,7 @@ DOCKER_HUB_ENDPOINT = "registry-1.docker.io"  # what containerd and containers/i
 _ALL = frozenset({PULL, RESOLVE})
 
 
+@weighs_itself
 @dataclass(frozen=True)
 class Endpoint:
     """One place a runtime asks, with the settings it asks with."""
@@ -52,12 +55,19 @@ class Endpoint:
     def role(self) -> str:
         return "mirror" if self.mirror else "registry"
 
+    @cached_property
+    def weight(self) -> int:
+        """What it holds (its settings too, unless the policy holds them): cache keys and answers of an
+        image refer to the same endpoint, so it is weighed once."""
+        return weight_of_fields(self)
+
     def describe(self) -> str:
         return (
             f"{self.role} {self.host}" if self.host == self.name else f"{self.role} {self.name} ({self.host})"
         )
 
 
+@weighs_itself
 @dataclass(frozen=True)
 class Route:
     """The endpoints for one image on one kind of runtime, in the order the runtime tries them."""
@@ -67,6 +77,12 @@ class Route:
     sticky: bool = False  # CRI-O: the endpoint that served the manifest serves everything after it
     blocked: str | None = None  # why the node refuses this registry outright
     source: str = "policy"  # where the route comes from: 'policy', a hosts directory, a registries.conf
+
+    @cached_property
+    def weight(self) -> int:
+        """What it holds, its endpoints included: the tag, pinned tag and layer keys of an image share
+        one route, so it is weighed once."""
+        return weight_of_fields(self)
 
     def for_tag(self) -> tuple[Endpoint, ...]:
         """Endpoints that may resolve a tag (containerd: capabilities pull and resolve)."""
