@@ -509,22 +509,25 @@ class Resolver:
         self._fetch_all(tasks, resolution, deadline)
 
     def _fetch_all(self, tasks: Sequence[Task], resolution: Resolution, deadline: Deadline) -> None:
-        """Run the tasks concurrently (inline for one) until the deadline.
+        """Run the tasks concurrently until the deadline, the first in this thread (one hand-off fewer:
+        its reads end by the deadline too).
 
-        Each task records into a resolution of its own, merged into `resolution` by this thread: a task
-        still running at the deadline is abandoned (its reads end by the deadline, its connection goes
-        back), its digest reported late, and nothing it does afterwards reaches `resolution`."""
-        if len(tasks) <= 1:
-            for _, task in tasks:
-                task(resolution)
+        Each other task records into a resolution of its own, merged into `resolution` by this thread: a
+        task still running at the deadline is abandoned (its reads end by the deadline, its connection
+        goes back), its digest reported late, and nothing it does afterwards reaches `resolution`."""
+        if not tasks:
             return
-        parts = [Resolution(resolution.image) for _ in tasks]
-        calls = [partial(task, part) for (_, task), part in zip(tasks, parts, strict=True)]
-        futures = self.threads.run_all(calls, self.workers)
-        done, _ = wait(futures, timeout=deadline.remaining())
-        for future in futures:
-            future.cancel()  # those not started yet never start
-        for (digest, _), part, future in zip(tasks, parts, futures, strict=True):
+        (_, first), *others = tasks
+        parts = [Resolution(resolution.image) for _ in others]
+        calls = [partial(task, part) for (_, task), part in zip(others, parts, strict=True)]
+        futures = self.threads.run_all(calls, max(self.workers - 1, 1))
+        try:
+            first(resolution)
+            done, _ = wait(futures, timeout=deadline.remaining())
+        finally:
+            for future in futures:
+                future.cancel()  # those not started yet never start
+        for (digest, _), part, future in zip(others, parts, futures, strict=True):
             if future in done:
                 future.result()  # a surprise in a task is the image's, as if it ran inline
                 _merge(resolution, part)
