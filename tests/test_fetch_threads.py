@@ -1,48 +1,30 @@
-"""The resolver's threads, kept between calls: reused, isolated from each other's work, ended on close."""
+"""The resolver's threads per call: bounded per call, never waiting behind another call's, ending with
+their work, letting go of what a failed call held."""
 
 from __future__ import annotations
 
-import contextvars
+import gc
 import threading
+import weakref
 from concurrent.futures import wait
 from functools import partial
 
-from webhook.resolver import Threads
-
-_MARK: contextvars.ContextVar[str | None] = contextvars.ContextVar("test_mark", default=None)
-
-
-def test_an_idle_thread_is_reused_and_ends_on_close() -> None:
-    threads = Threads("test-fetch")
-    try:
-        [first] = threads.run_all([threading.get_ident], 4)
-        ident = first.result(timeout=10)
-        [second] = threads.run_all([threading.get_ident], 4)
-        assert second.result(timeout=10) == ident
-    finally:
-        threads.close()
-    for thread in threading.enumerate():
-        if thread.ident == ident:
-            thread.join(timeout=10)
-            assert not thread.is_alive()
+from webhook.resolver import run_on_threads
 
 
 def test_work_never_waits_behind_busy_threads() -> None:
     """A call that hangs holds its own threads only: the next call starts on new ones at once."""
-    threads = Threads("test-fetch", keep=1)
     release = threading.Event()
     try:
-        hanging = threads.run_all([lambda: release.wait(10)] * 3, 3)
-        answered = threads.run_all([lambda: "answered"] * 3, 3)
+        hanging = run_on_threads([lambda: release.wait(10)] * 3, 3)
+        answered = run_on_threads([lambda: "answered"] * 3, 3)
         assert [f.result(timeout=10) for f in answered] == ["answered"] * 3
         assert not any(f.done() for f in hanging)
     finally:
         release.set()
-        threads.close()
 
 
 def test_a_call_runs_on_at_most_its_limit_of_threads_and_cancelled_work_never_starts() -> None:
-    threads = Threads("test-fetch")
     gate = threading.Event()
     started: list[int] = []
 
@@ -52,7 +34,7 @@ def test_a_call_runs_on_at_most_its_limit_of_threads_and_cancelled_work_never_st
         return n
 
     try:
-        futures = threads.run_all([partial(call, n) for n in range(5)], 2)
+        futures = run_on_threads([partial(call, n) for n in range(5)], 2)
         done, _ = wait(futures, timeout=0.2)
         assert not done
         for future in futures:
@@ -63,17 +45,27 @@ def test_a_call_runs_on_at_most_its_limit_of_threads_and_cancelled_work_never_st
         assert [f.cancelled() for f in futures] == [False, False, True, True, True]
     finally:
         gate.set()
-        threads.close()
 
 
-def test_what_a_call_leaves_in_its_context_does_not_reach_the_next() -> None:
-    """A reused thread starts each call in a fresh context, as a new thread would (a deadline left
-    set by abandoned work must not bound the next admission's reads)."""
-    threads = Threads("test-fetch")
+class _Held:
+    """Stands for what a failed fetch's frames held (a response and its connection)."""
+
+
+def test_what_a_failed_call_held_is_freed_with_its_future_not_by_the_garbage_collector() -> None:
+    held: list[weakref.ref[_Held]] = []
+
+    def failing() -> None:
+        response = _Held()
+        held.append(weakref.ref(response))
+        raise OSError("connection reset")
+
+    gc.disable()
     try:
-        [left] = threads.run_all([lambda: _MARK.set("left behind") and threading.get_ident()], 1)
-        ident = left.result(timeout=10)
-        [seen] = threads.run_all([lambda: (_MARK.get(), threading.get_ident())], 1)
-        assert seen.result(timeout=10) == (None, ident)
+        # One thread runs both: once the second is done, the first call's thread has let it go.
+        future, after = run_on_threads([failing, threading.get_ident], 1)
+        after.result(timeout=10)
+        assert isinstance(future.exception(), OSError)
+        del future
+        assert held[0]() is None
     finally:
-        threads.close()
+        gc.enable()

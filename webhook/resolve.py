@@ -24,7 +24,7 @@ from webhook.findings import DENY, INFO, Answer, Finding, ImageResult
 from webhook.policy import DEFAULT_CACHES, Policy
 from webhook.ports import RegistrySource
 from webhook.reference import ImageReference, parse, redacted
-from webhook.resolver import Resolver, late
+from webhook.resolver import Resolver, late, run_on_threads
 from webhook.routes import Endpoint, Route, route_for, short_name_candidates
 from webhook.rules import judge
 from webhook.runtimes import Target
@@ -112,7 +112,7 @@ class Checker:
         calls = [
             partial(self._check_one, image, targets, policy, keyring, deadline, context) for image in images
         ]
-        futures = dict(zip(images, self.resolver.threads.run_all(calls, self.resolver.workers), strict=True))
+        futures = dict(zip(images, run_on_threads(calls, self.resolver.workers), strict=True))
         # One wait for all of them: the answer never comes later than the deadline plus one margin.
         done, _ = wait(futures.values(), timeout=deadline.remaining() + ANSWER_MARGIN)
         # Threads still reading end by themselves: every read they make is bounded by the deadline.

@@ -8,9 +8,7 @@ mean for a runtime is the checker's business (resolve.py).
 
 from __future__ import annotations
 
-import contextvars
 import itertools
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -57,24 +55,38 @@ T = TypeVar("T")
 Task = tuple[str, Callable[[Resolution], None]]  # a fetch for one digest, recording into a resolution
 
 
+class _Flight:
+    """One lookup under way; the future its followers wait on is made when the first of them comes
+    (most lookups have none, and a future costs more than the bookkeeping around it)."""
+
+    __slots__ = ("followed",)
+
+    def __init__(self) -> None:
+        self.followed: Future[object] | None = None
+
+
 class _SingleFlight:
     """Concurrent callers of the same key wait for the first caller's answer."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[Hashable, Future[object]] = {}
+        self._running: dict[Hashable, _Flight] = {}
 
     def run(self, key: Hashable, work: Callable[[], T], deadline: Deadline) -> T:
         """`work()`, or the answer of the caller already running it (waited for until `deadline`)."""
         with self._lock:
-            running = self._running.get(key)
-            leader = running is None
-            if running is None:
-                running = self._running[key] = Future()
-        if not leader:
+            flight = self._running.get(key)
+            if flight is None:
+                flight = self._running[key] = _Flight()
+                answer = None
+            else:
+                if flight.followed is None:
+                    flight.followed = Future()
+                answer = flight.followed
+        if answer is not None:
             # The leader's deadline may be later than ours (another admission): wait for ours only.
             try:
-                return running.result(timeout=deadline.remaining())  # type: ignore[return-value]
+                return answer.result(timeout=deadline.remaining())  # type: ignore[return-value]
             except FutureTimeout:
                 raise DeadlineExceeded(
                     f"a lookup shared with another admission did not finish within the {deadline.seconds:g}s"
@@ -83,92 +95,63 @@ class _SingleFlight:
         try:
             value = work()
         except BaseException as exc:
-            running.set_exception(exc)
+            followed = self._landed(key, flight)
+            if followed is not None:
+                followed.set_exception(exc)
+                del followed  # it holds the exception, whose traceback holds this frame
             raise
-        else:
-            running.set_result(value)
-            return value
-        finally:
-            with self._lock:
-                del self._running[key]
+        followed = self._landed(key, flight)
+        if followed is not None:
+            followed.set_result(value)
+        return value
 
-
-class Threads:
-    """Threads for fetching, kept between calls: a call hands its work to idle threads instead of starting
-    a pool (a new thread costs more CPU than a small fetch), and starts a new thread when none is idle.
-
-    Work never waits for a thread, so an admission whose registry hangs holds only the threads it runs
-    on, never ones another admission needs: as with a pool per call.  At most `keep` threads wait idle,
-    each for `idle_seconds`; once closed, every thread ends when its work does."""
-
-    def __init__(self, name: str, *, keep: int = 32, idle_seconds: float = 5.0) -> None:
-        self._name = name
-        self._keep = keep
-        self._idle_seconds = idle_seconds
-        self._lock = threading.Lock()
-        self._idle: list[queue.SimpleQueue[Callable[[], None] | None]] = []  # inboxes of idle threads
-        self._closed = False
-        self._numbers = itertools.count(1)
-
-    def run_all(self, calls: Sequence[Callable[[], T]], limit: int) -> list[Future[T]]:
-        """Run `calls` on at most `limit` threads at once; one future each, in order.  A future cancelled
-        before its call started is skipped."""
-        futures: list[Future[T]] = [Future() for _ in calls]
-        pending = deque(zip(calls, futures, strict=True))
-
-        def drain() -> None:
-            while pending:
-                try:
-                    call, future = pending.popleft()
-                except IndexError:
-                    return  # another thread of this call took the last one
-                if not future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    # A context of its own, as on a new thread: nothing a call leaves set reaches the next.
-                    value = contextvars.Context().run(call)
-                except BaseException as exc:  # noqa: BLE001 - the caller reads it from the future
-                    future.set_exception(exc)
-                else:
-                    future.set_result(value)
-
-        for _ in range(min(limit, len(calls))):
-            self._start(drain)
-        return futures
-
-    def close(self) -> None:
-        """Idle threads end now, busy ones when their work is done."""
+    def _landed(self, key: Hashable, flight: _Flight) -> Future[object] | None:
+        """Forget the lookup; the future of its followers, if any came."""
         with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for inbox in idle:
-            inbox.put(None)
+            del self._running[key]
+            followed, flight.followed = flight.followed, None
+            return followed
 
-    def _start(self, work: Callable[[], None]) -> None:
-        with self._lock:
-            inbox = self._idle.pop() if self._idle else None
-        if inbox is not None:
-            inbox.put(work)
-            return
-        name = f"{self._name}-{next(self._numbers)}"
-        threading.Thread(target=self._serve, args=(work,), name=name, daemon=True).start()
 
-    def _serve(self, work: Callable[[], None] | None) -> None:
-        inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        while work is not None:
-            work()
-            with self._lock:
-                if self._closed or len(self._idle) >= self._keep:
-                    return
-                self._idle.append(inbox)
+_thread_numbers = itertools.count(1)
+
+
+def run_on_threads(calls: Sequence[Callable[[], T]], limit: int) -> list[Future[T]]:
+    """Run `calls` on at most `limit` new threads, which end when no call is left; one future each, in
+    order.  A future cancelled before its call started is skipped.
+
+    Threads per call, not one shared pool: an admission full of images from a registry that hangs must
+    not leave another admission waiting for threads until its own deadline.  Bare threads taking the
+    calls in turn, not an executor per call: a pool's queue, locks and exit bookkeeping cost more CPU
+    than a cold image's small fetches."""
+    futures: list[Future[T]] = [Future() for _ in calls]
+    pending = deque(zip(calls, futures, strict=True))
+
+    def drain() -> None:
+        while pending:
             try:
-                work = inbox.get(timeout=self._idle_seconds)
-            except queue.Empty:
-                with self._lock:
-                    if inbox in self._idle:
-                        self._idle.remove(inbox)
-                        return
-                work = inbox.get()  # handed work as the wait ended
+                call, future = pending.popleft()
+            except IndexError:
+                return  # another thread of this call took the last one
+            if future.set_running_or_notify_cancel():
+                _settle(future, call)
+
+    for _ in range(min(limit, len(calls))):
+        name = f"pullcheck-fetch-{next(_thread_numbers)}"
+        threading.Thread(target=drain, name=name, daemon=True).start()
+    return futures
+
+
+def _settle(future: Future[T], call: Callable[[], T]) -> None:
+    """Run `call` into `future`."""
+    try:
+        future.set_result(call())
+    except BaseException as exc:  # noqa: BLE001 - the caller reads it from the future
+        future.set_exception(exc)
+        # The exception's traceback holds this frame, which holds the future, which holds the
+        # exception: without this, what the call's frames held (a response, its connection) would
+        # wait for the garbage collector.
+        del future, call
 
 
 _ABSENT, _NO_SIZE = -2, -1  # layer-size cache values: a 404, a present blob without Content-Length
@@ -195,11 +178,8 @@ class Resolver:
         self.tag_ttl = tag_ttl
         self.negative_ttl = negative_ttl
         self._on_cache = on_cache
-        # Threads per call, not one shared pool: an admission full of images from a registry that hangs
-        # must not leave another admission waiting for threads until its own deadline.  Each call runs
-        # on at most `workers` threads, kept between calls (see Threads).
+        # Threads per call, not one shared pool (see run_on_threads): at most `workers` per call.
         self.workers = workers
-        self.threads = Threads("pullcheck-fetch")
         # Documents by registry, repository and digest, weighed parsed (a 4 MB manifest of small
         # descriptors holds several times its size); answers share one budget, the checker's results too.
         self._documents: Cache[Hashable, Document] = Cache(document_bytes)
@@ -212,7 +192,6 @@ class Resolver:
         self._flight = _SingleFlight()
 
     def close(self) -> None:
-        self.threads.close()
         self.registry.close()
 
     def resolve(
@@ -520,7 +499,7 @@ class Resolver:
         (_, first), *others = tasks
         parts = [Resolution(resolution.image) for _ in others]
         calls = [partial(task, part) for (_, task), part in zip(others, parts, strict=True)]
-        futures = self.threads.run_all(calls, max(self.workers - 1, 1))
+        futures = run_on_threads(calls, max(self.workers - 1, 1))
         try:
             first(resolution)
             done, _ = wait(futures, timeout=deadline.remaining())
