@@ -443,6 +443,10 @@ def test_the_webhook_answers_every_hostile_image_in_time_and_comes_back_to_basel
         mode="enforce",
         onResolutionError="deny",
         resolutionTimeoutSeconds=SERVE_DEADLINE,
+        # Every hostile image is on this one origin: with the default 32 connections the stalled ones
+        # hold them all and a quick image (the 429) waits for one until the deadline. That limit has
+        # tests of its own (test_registry_isolation.py); here every image must reach its registry.
+        connectionsPerRegistry=1024,
     )
     webhook = LoudServe(tmp_path, policy, "--threads", "4")
     try:
