@@ -16,7 +16,7 @@ import pytest
 from tests.harness import hostile
 from tests.harness.hostile import HostileServer
 from webhook import cache
-from webhook.cache import MIB, Cache, Section, size_of
+from webhook.cache import MIB, Cache, Section, kept_when_short, size_of
 from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.documents import Document
@@ -206,3 +206,24 @@ def test_documents_stay_within_their_bytes_while_distinct_manifests_keep_coming(
         checker.close()
     assert checker.resolver._documents.bytes <= bound
     assert max(held) < bound + 4 * MIB, [round(h / MIB, 1) for h in held]
+
+
+def test_kept_when_short_remembers_short_strings_only() -> None:
+    # A long string (which a Pod spec or a registry chooses) is worked out each time, never kept.
+    asked: list[str] = []
+
+    @kept_when_short(max_length=5, max_entries=2)
+    def shout(text: str) -> str:
+        asked.append(text)
+        return text.upper()
+
+    assert [shout(t) for t in ("abc", "abc", "abcdefgh", "abcdefgh")] == [
+        "ABC",
+        "ABC",
+        "ABCDEFGH",
+        "ABCDEFGH",
+    ]
+    assert asked == ["abc", "abcdefgh", "abcdefgh"]
+    for text in ("d", "e", "f", "abc"):  # two entries at most: "abc" was pushed out
+        shout(text)
+    assert asked[-1] == "abc"

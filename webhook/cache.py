@@ -3,11 +3,13 @@
 Every cache of a long-running process (registry documents, tag answers, tokens, pull secrets, challenges)
 is one of these, so what each may hold is a number of bytes the policy sets, not a number of entries
 whose size a registry or a Pod spec chooses.  An entry's weight is what `weigh` says of its value plus
-its key and a fixed overhead; an entry heavier than the whole bound is not kept.
+its key and a fixed overhead; an entry heavier than the whole bound is not kept.  The one other kind,
+`kept_when_short`, remembers a pure function of a string for strings of a bounded length only.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from collections import OrderedDict
@@ -18,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+R = TypeVar("R")
 
 MIB = 1024 * 1024
 ENTRY_OVERHEAD = 240  # bytes of bookkeeping per entry: the ordered dict's node and the stored tuple
@@ -214,3 +217,21 @@ class Section(Generic[K, V]):
 
     def put(self, key: K, value: V, ttl: float | None = None) -> None:
         self._cache.put((self._kind, key), value, ttl)
+
+
+def kept_when_short(max_length: int, max_entries: int) -> Callable[[Callable[[str], R]], Callable[[str], R]]:
+    """Decorator for a pure function of a string asked again and again with the same few strings (an
+    image name, a registry host, a token realm): its answers for strings of at most `max_length`
+    characters are kept, the last `max_entries` of them.  A longer string, which a Pod spec or a registry
+    may choose, is worked out each time, so what is kept stays within entries times length."""
+
+    def decorate(function: Callable[[str], R]) -> Callable[[str], R]:
+        kept = functools.lru_cache(maxsize=max_entries)(function)
+
+        @functools.wraps(function)
+        def answer(text: str) -> R:
+            return kept(text) if len(text) <= max_length else function(text)
+
+        return answer
+
+    return decorate

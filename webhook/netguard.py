@@ -7,9 +7,10 @@ These functions only classify; the registry client resolves names and refuses at
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
+
+from webhook.cache import kept_when_short
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -132,24 +133,14 @@ def is_metadata_name(host: str) -> bool:
     return name in _METADATA_NAMES
 
 
+# Asked before every registry request: the verdict on a name of a DNS name's length (with a port and
+# brackets) is kept; a redirect chooses the name too, so a longer one is judged each time.
+@kept_when_short(max_length=300, max_entries=1024)
 def literal_blocked_reason(host: str) -> str | None:
     """The guard's verdict on a host before any lookup: a literal IP, or a metadata service name.
 
-    None means the host may still be refused once its name is resolved.  Asked before every registry
-    request, so the verdict on a name of ordinary length is kept (a redirect chooses the name too).
+    None means the host may still be refused once its name is resolved.
     """
-    return _kept_verdict(host) if len(host) <= _KEPT_HOST_LENGTH else _verdict(host)
-
-
-_KEPT_HOST_LENGTH = 300  # a DNS name is at most 253 characters, a port and brackets add a few
-
-
-@functools.lru_cache(maxsize=1024)
-def _kept_verdict(host: str) -> str | None:
-    return _verdict(host)
-
-
-def _verdict(host: str) -> str | None:
     if parse_address(host) is not None:
         return blocked_reason(host)
     if is_metadata_name(host):

@@ -7,14 +7,13 @@ policy serves `check`, `serve` and `audit`.
 from __future__ import annotations
 
 import fnmatch
-import functools
 import threading
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar, get_args
 
 from webhook import findings as fd
-from webhook.cache import held_elsewhere, hold, weighs_itself, weight_of_fields
+from webhook.cache import held_elsewhere, hold, kept_when_short, weighs_itself, weight_of_fields
 from webhook.codes import Code, Severity
 from webhook.errors import ConfigError, InvalidReference
 from webhook.findings import Finding
@@ -109,24 +108,18 @@ class Exemptions:
         """exempt_image for an image as written (in a Pod spec): its normalised form and registry too."""
         if not self.images and not self.registries:
             return False
-        normalised, registry = _normalised(image) if len(image) <= _CACHED_IMAGE_LENGTH else _parse(image)
+        normalised, registry = _parsed(image)
         return self.exempt_image(image, normalised, registry)
 
 
-_CACHED_IMAGE_LENGTH = 512  # longer names are parsed each time, so the cache stays small
-
-
-def _parse(image: str) -> tuple[str | None, str | None]:
+@kept_when_short(max_length=512, max_entries=4096)  # every admission asks again for the same few images
+def _parsed(image: str) -> tuple[str | None, str | None]:
     """The normalised form and registry of an image as written; (None, None) when it does not parse."""
     try:
         ref = parse(image)
     except InvalidReference:
         return None, None
     return str(ref), ref.registry
-
-
-# Every admission asks again for the same few images: parsed once per process.
-_normalised = functools.lru_cache(maxsize=4096)(_parse)
 
 
 @dataclass(frozen=True)

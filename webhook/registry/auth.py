@@ -10,7 +10,6 @@ answer is the one to use.
 from __future__ import annotations
 
 import base64
-import functools
 import json
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from webhook.cache import Cache
+from webhook.cache import Cache, kept_when_short
 from webhook.credentials import Credential
 from webhook.errors import RateLimited, RegistryUnreachable, Unauthorized
 from webhook.netguard import parse_address
@@ -487,21 +486,11 @@ def _basic_pair(username: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
 
 
+# Every request to a registry behind a token service reads its challenge's realm: parsed once, for a
+# realm of ordinary length (the registry chooses it).
+@kept_when_short(max_length=512, max_entries=256)
 def _realm_url(realm: str) -> httpx.URL | None:
-    """The token realm as a URL, None when it is not an absolute http(s) URL.  Every request to a
-    registry behind a token service reads it, so a realm of ordinary length is parsed once."""
-    return _parsed_realm(realm) if len(realm) <= _KEPT_REALM_LENGTH else _parse_realm(realm)
-
-
-_KEPT_REALM_LENGTH = 512  # the registry chooses the realm: 256 kept ones hold well under a MiB
-
-
-@functools.lru_cache(maxsize=256)
-def _parsed_realm(realm: str) -> httpx.URL | None:
-    return _parse_realm(realm)
-
-
-def _parse_realm(realm: str) -> httpx.URL | None:
+    """The token realm as a URL, None when it is not an absolute http(s) URL."""
     try:
         url = httpx.URL(realm)
     except httpx.InvalidURL:
