@@ -117,17 +117,15 @@ def read_head(buffer: bytearray, receive: Receive, method: str) -> Head:
 
 
 def _next_head(buffer: bytearray, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]], int]:
-    started = bool(buffer)
     while (end := _HEAD_END.search(buffer)) is None:
         if len(buffer) > HEAD_LIMIT:
             raise httpx.RemoteProtocolError(f"the registry's answer head is over {HEAD_LIMIT} bytes")
         data = receive()
         if not data:
-            if not started and not buffer:
+            if not buffer:
                 raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
             raise httpx.RemoteProtocolError("the registry closed the connection within an answer's head")
         buffer += data
-        started = True
     if end.start() > HEAD_LIMIT:
         raise httpx.RemoteProtocolError(f"the registry's answer head is over {HEAD_LIMIT} bytes")
     block = bytes(buffer[: end.start()])
