@@ -26,7 +26,13 @@ class ScriptedServer:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.accepted = 0
         self._script = script
+        self._connections: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self._connections:
+            connection.close()
 
     @property
     def url(self) -> str:
@@ -39,6 +45,7 @@ class ScriptedServer:
             except OSError:
                 return
             self.accepted += 1
+            self._connections.append(connection)
             threading.Thread(target=self._script, args=(connection, self.accepted), daemon=True).start()
 
 
@@ -56,6 +63,20 @@ def requests_of(connection: socket.socket) -> Iterator[bytes]:
 
 
 @pytest.fixture
+def scripted() -> Iterator[Callable[[Script], ScriptedServer]]:
+    """Starts scripted servers for a test and closes them, and every connection they took, after it."""
+    servers: list[ScriptedServer] = []
+
+    def start(script: Script) -> ScriptedServer:
+        servers.append(ScriptedServer(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
 def transport() -> Iterator[RegistryTransport]:
     transport = RegistryTransport(ssl_context(None), guard=False)
     yield transport
@@ -70,17 +91,21 @@ def _get(transport: RegistryTransport, url: str) -> bytes:
         response.close()
 
 
-def test_one_connection_carries_every_request_while_answers_end_cleanly(transport: RegistryTransport) -> None:
+def test_one_connection_carries_every_request_while_answers_end_cleanly(
+    transport: RegistryTransport, scripted: Callable[[Script], ScriptedServer]
+) -> None:
     def keep_answering(connection: socket.socket, _: int) -> None:
         for _head in requests_of(connection):
             connection.sendall(OK)
 
-    server = ScriptedServer(keep_answering)
+    server = scripted(keep_answering)
     assert [_get(transport, f"{server.url}/v2/{n}") for n in range(5)] == [b"ok"] * 5
     assert server.accepted == 1
 
 
-def test_a_connection_the_registry_closed_while_idle_is_not_reused(transport: RegistryTransport) -> None:
+def test_a_connection_the_registry_closed_while_idle_is_not_reused(
+    transport: RegistryTransport, scripted: Callable[[Script], ScriptedServer]
+) -> None:
     answered = threading.Event()
 
     def answer_once_then_close(connection: socket.socket, _: int) -> None:
@@ -90,7 +115,7 @@ def test_a_connection_the_registry_closed_while_idle_is_not_reused(transport: Re
             answered.set()
             return
 
-    server = ScriptedServer(answer_once_then_close)
+    server = scripted(answer_once_then_close)
     assert _get(transport, f"{server.url}/v2/a") == b"ok"
     answered.wait(5)
     # Without looking first, the second request would go out on the closed connection and fail.
@@ -98,7 +123,9 @@ def test_a_connection_the_registry_closed_while_idle_is_not_reused(transport: Re
     assert server.accepted == 2
 
 
-def test_bytes_past_an_announced_length_end_the_connection(transport: RegistryTransport) -> None:
+def test_bytes_past_an_announced_length_end_the_connection(
+    transport: RegistryTransport, scripted: Callable[[Script], ScriptedServer]
+) -> None:
     # A registry that sends more than its Content-Length: the surplus would be read as the next answer.
     def overflowing_first(connection: socket.socket, number: int) -> None:
         for _head in requests_of(connection):
@@ -106,18 +133,20 @@ def test_bytes_past_an_announced_length_end_the_connection(transport: RegistryTr
                 OK + (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfake" if number == 1 else b"")
             )
 
-    server = ScriptedServer(overflowing_first)
+    server = scripted(overflowing_first)
     assert _get(transport, f"{server.url}/v2/a") == b"ok"
     assert _get(transport, f"{server.url}/v2/b") == b"ok"
     assert server.accepted == 2
 
 
-def test_an_answer_left_unread_is_never_reused(transport: RegistryTransport) -> None:
+def test_an_answer_left_unread_is_never_reused(
+    transport: RegistryTransport, scripted: Callable[[Script], ScriptedServer]
+) -> None:
     def keep_answering(connection: socket.socket, _: int) -> None:
         for _head in requests_of(connection):
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
 
-    server = ScriptedServer(keep_answering)
+    server = scripted(keep_answering)
     response = transport.handle_request(httpx.Request("GET", f"{server.url}/v2/a"))
     response.close()  # closed before its body was read: its bytes are still on the way
     assert _get(transport, f"{server.url}/v2/b") == b"hello"
