@@ -46,6 +46,11 @@ class RegistryProcess:
     def scheme(self) -> str:
         return "https" if self.tls else "http"
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "the registry is not running"
+        return self._process.pid
+
     def _config(self) -> dict[str, Any]:
         http: dict[str, Any] = {"addr": f"127.0.0.1:{self.port}", "secret": secrets.token_hex(16)}
         if self.tls:
