@@ -67,9 +67,19 @@ def test_answers_without_a_body_read_none_even_when_a_length_is_announced(status
     assert (head.status, body, bytes(rest), head.keep_alive) == (status, b"", b"", True)
 
 
-def test_an_informational_answer_is_skipped() -> None:
-    head, body, _ = _answer(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+def test_informational_answers_are_skipped_up_to_the_bound() -> None:
+    informational = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    few = b"HTTP/1.1 102 Processing\r\n\r\n" * (http1.INFORMATIONAL_LIMIT - 2)
+    head, body, _ = _answer(informational + few + final)
     assert (head.status, body) == (200, b"ok")
+
+
+def test_one_informational_answer_past_the_bound_ends_the_answer() -> None:
+    """Endless 1xx heads would otherwise be parsed as fast as they come until the deadline."""
+    endless = b"HTTP/1.1 100 Continue\r\n\r\n" * (http1.INFORMATIONAL_LIMIT + 1)
+    with pytest.raises(httpx.RemoteProtocolError, match="more than 5 informational answers"):
+        _answer(endless + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,9 @@ import httpx
 HEAD_LIMIT = 64 * 1024  # bytes of a response head, status line to the blank line
 CHUNK_LINE_LIMIT = 1024  # a chunk-size line with its extensions
 TRAILERS_LIMIT = 64 * 1024
+# Informational (1xx) answers before the real one, as Go's net/http (containerd's client) allows: without
+# a bound a registry could send them as fast as they parse and hold a core until the deadline.
+INFORMATIONAL_LIMIT = 5
 READ_SIZE = 64 * 1024
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -81,13 +84,17 @@ def request_bytes(request: httpx.Request) -> bytes:
 
 def read_head(buffer: bytearray, receive: Receive, method: str) -> Head:
     """Read and parse one response head from `buffer` and then the connection; what follows the head
-    stays in `buffer`.  Informational (1xx) answers are skipped, as every client does."""
-    while True:
+    stays in `buffer`.  Informational (1xx) answers are skipped, as every client does, up to a bound."""
+    for _ in range(INFORMATIONAL_LIMIT + 1):
         status, reason, headers, version = _next_head(buffer, receive)
         if not 100 <= status < 200:
             break
         if status == 101:
             raise httpx.RemoteProtocolError("the registry switched protocols")
+    else:
+        raise httpx.RemoteProtocolError(
+            f"the registry sent more than {INFORMATIONAL_LIMIT} informational answers before its answer"
+        )
     keep_alive = version == 1
     framing, length = Framing.CLOSE, 0
     transfer_codings: list[bytes] = []
