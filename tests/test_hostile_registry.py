@@ -126,6 +126,14 @@ def test_bytes_that_are_not_http_stay_out_of_the_messages(server: HostileServer)
 
 
 @pytest.mark.served
+def test_a_manifest_one_byte_a_chunk_is_refused_not_framed_to_the_end(server: HostileServer) -> None:
+    server.route("/v2/tiny/", hostile.tiny_chunks(small_manifest() + b" " * 20_000))
+    [result] = _check(server, "tiny/app:v1")
+    assert _codes(result) == {"REGISTRY_UNREACHABLE"}
+    assert all("valid HTTP" in f.message for f in result.findings)
+
+
+@pytest.mark.served
 def test_a_content_length_shorter_than_the_body_spoils_no_other_answer(server: HostileServer) -> None:
     body = small_manifest()
     server.route("/v2/short/", hostile.document(body, length=len(body) - 10))

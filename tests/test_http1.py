@@ -49,6 +49,50 @@ def test_chunks_with_extensions_and_trailers_are_decoded(piece: int) -> None:
     assert (body, bytes(rest), head.keep_alive) == (b"hello!", b"", True)
 
 
+def _chunked(sizes: Iterable[int]) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return head + b"".join(b"%x\r\n%s\r\n" % (size, b"x" * size) for size in sizes) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [1] * http1.SMALL_CHUNKS,  # any body may come in this many chunks
+        [1448] * 3000,  # a body relayed one TCP segment a chunk
+        [1] * 200 + [4096] * 50 + [1] * 800,  # small chunks paid for by large ones
+    ],
+)
+def test_chunks_of_a_reasonable_mean_size_are_read(sizes: list[int]) -> None:
+    _, body, _ = _answer(_chunked(sizes), piece=65536)
+    assert len(body) == sum(sizes)
+
+
+def test_a_body_in_too_many_small_chunks_ends_before_it_is_all_read() -> None:
+    """One byte a chunk, a million of them, would take seconds of CPU to frame."""
+    sizes = [1] * 1_000_000
+    read = 0
+    data = _chunked(sizes)
+    pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+
+    def receive() -> bytes:
+        nonlocal read
+        piece = pieces.pop(0) if pieces else b""
+        read += len(piece)
+        return piece
+
+    buffer = bytearray()
+    head = http1.read_head(buffer, receive, "GET")
+    with pytest.raises(httpx.RemoteProtocolError, match="chunks of under 256 bytes on average"):
+        b"".join(http1.body_chunks(head, buffer, receive))
+    assert read <= 65536 * 2  # the refusal came within the first pieces, not at the end
+
+
+def test_tiny_chunks_just_past_the_allowance_are_refused() -> None:
+    # 258 one-byte chunks: 256 free, one more for the first 256 bytes of data, the last one too many.
+    with pytest.raises(httpx.RemoteProtocolError, match="on average"):
+        _answer(_chunked([1] * (http1.SMALL_CHUNKS + 2)), piece=65536)
+
+
 def test_a_chunk_longer_than_announced_is_a_protocol_error() -> None:
     data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhello\r\n0\r\n\r\n"
     with pytest.raises(httpx.RemoteProtocolError, match="longer than announced"):

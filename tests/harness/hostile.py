@@ -328,6 +328,21 @@ def giant(size: int = 100 * 1024 * 1024, *, announce_length: bool = False) -> Be
     return answer
 
 
+def tiny_chunks(body: bytes) -> Behaviour:
+    """`body` one byte a chunk (Transfer-Encoding: chunked), all sent at once: each chunk costs the client
+    its framing, whatever it carries."""
+
+    def answer(handler: Handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", OCI_MANIFEST)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.send(b"".join(b"1\r\n%c\r\n" % byte for byte in body) + b"0\r\n\r\n")
+
+    return answer
+
+
 def gzip_bomb(expanded: int = 200 * 1024 * 1024) -> tuple[bytes, Behaviour]:
     """(the compressed body, a behaviour serving it with Content-Encoding: gzip).
 

@@ -19,6 +19,11 @@ import httpx
 HEAD_LIMIT = 64 * 1024  # bytes of a response head, status line to the blank line
 CHUNK_LINE_LIMIT = 1024  # a chunk-size line with its extensions
 TRAILERS_LIMIT = 64 * 1024
+# Each chunk costs some µs to frame, whatever it carries: a body may come in SMALL_CHUNKS chunks however
+# small, and in one more per CHUNK_MEAN_BYTES of data beyond that. Without it a registry sending one
+# byte a chunk as fast as they parse holds a core until the deadline (4 MiB of manifest: 16 s of CPU).
+SMALL_CHUNKS = 256
+CHUNK_MEAN_BYTES = 256
 # Informational (1xx) answers before the real one, as Go's net/http (containerd's client) allows: without
 # a bound a registry could send them as fast as they parse and hold a core until the deadline.
 INFORMATIONAL_LIMIT = 5
@@ -211,6 +216,7 @@ def _exactly(length: int, buffer: bytearray, receive: Receive) -> Iterator[bytes
 
 
 def _chunked(buffer: bytearray, receive: Receive) -> Iterator[bytes]:
+    chunks = data = 0
     while True:
         line = _line(buffer, receive, CHUNK_LINE_LIMIT, "chunk size")
         matched = _CHUNK_SIZE.fullmatch(line)
@@ -219,6 +225,11 @@ def _chunked(buffer: bytearray, receive: Receive) -> Iterator[bytes]:
         size = int(matched.group(1), 16)
         if size == 0:
             break
+        chunks, data = chunks + 1, data + size
+        if chunks > SMALL_CHUNKS + data // CHUNK_MEAN_BYTES:
+            raise httpx.RemoteProtocolError(
+                f"the registry's answer comes in chunks of under {CHUNK_MEAN_BYTES} bytes on average"
+            )
         yield from _exactly(size, buffer, receive)
         if _line(buffer, receive, CHUNK_LINE_LIMIT, "chunk end"):
             raise httpx.RemoteProtocolError("the registry's chunk is longer than announced")
