@@ -129,7 +129,9 @@ def read_head(buffer: bytearray, receive: Receive, method: str) -> Head:
 
 
 def _next_head(buffer: bytearray, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]], int]:
-    while (end := _HEAD_END.search(buffer)) is None:
+    searched = 0  # each search starts where the last one gave up, less the 3 bytes of a split end
+    while (end := _HEAD_END.search(buffer, max(0, searched - 3))) is None:
+        searched = len(buffer)
         if len(buffer) > HEAD_LIMIT:
             raise httpx.RemoteProtocolError(f"the registry's answer head is over {HEAD_LIMIT} bytes")
         data = receive()
@@ -242,7 +244,9 @@ def _chunked(buffer: bytearray, receive: Receive) -> Iterator[bytes]:
 
 def _line(buffer: bytearray, receive: Receive, limit: int, what: str) -> bytes:
     """One line (without its end) taken from `buffer`, reading as needed, at most `limit` bytes."""
-    while (end := buffer.find(b"\n")) < 0:
+    searched = 0
+    while (end := buffer.find(b"\n", searched)) < 0:
+        searched = len(buffer)
         if len(buffer) > limit + 1:
             raise httpx.RemoteProtocolError(f"the registry's {what} line is too long")
         data = receive()
