@@ -28,6 +28,7 @@ from webhook.policy import RegistryOptions
 from webhook.reference import parse
 from webhook.registry import RegistryClient, RequestEvent, auth
 from webhook.registry.auth import (
+    CHALLENGES_LIMIT,
     Challenge,
     parse_challenges,
     parse_token_response,
@@ -201,6 +202,14 @@ def test_repeated_parameter_keeps_the_first() -> None:
 @pytest.mark.parametrize("header", ["", " , ,", "=", '"quoted"'])
 def test_junk_yields_no_challenge(header: str) -> None:
     assert parse_challenges([header]) == []
+
+
+def test_a_header_of_thousands_of_challenges_is_read_up_to_the_limit() -> None:
+    bearer = 'Bearer realm="https://t.example/token"'
+    challenges = parse_challenges([bearer + ", " + "a " * 30_000, "Basic realm=r"])
+    assert len(challenges) == CHALLENGES_LIMIT
+    assert challenges[0] == Challenge("bearer", {"realm": "https://t.example/token"})
+    assert pick_challenge(challenges) == challenges[0]
 
 
 def test_unterminated_quote_runs_to_the_end() -> None:

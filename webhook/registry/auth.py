@@ -39,6 +39,8 @@ _NO_OAUTH = frozenset({400, 401, 404, 405})
 
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _TOKEN68 = _TCHAR | frozenset("/=")
+# A registry offers one challenge or two; 64 KiB of "a a a …" would be 30,000 of them and 0.2 s of CPU.
+CHALLENGES_LIMIT = 16
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ class _Scanner:
 
 
 def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
-    """Every challenge in the WWW-Authenticate headers (RFC 7235), in order; junk is skipped.
+    """The challenges in the WWW-Authenticate headers (RFC 7235), in order, the first CHALLENGES_LIMIT
+    of them; junk is skipped.
 
     One header may hold several challenges (`Basic realm="a", Bearer realm="b"`): after a
     challenge's first parameter, a comma-separated item that is not `name=value` starts the next one.
@@ -125,6 +128,8 @@ def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
                 while scanner.peek() not in ("", ","):
                     scanner.pos += 1
                 continue
+            if len(challenges) == CHALLENGES_LIMIT:
+                return challenges  # the rest is not read
             current = Challenge(scheme.lower(), {})
             challenges.append(current)
             scanner.skip()
