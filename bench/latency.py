@@ -1,4 +1,5 @@
-"""A TCP proxy on 127.0.0.1 that delays every answer, so a loopback registry behaves like a remote one."""
+"""A loopback registry made to behave like a remote one: a proxy that delays every answer, a replay of its
+recorded answers whose CPU is not on this machine, and a bare client to measure them with."""
 
 from __future__ import annotations
 
@@ -9,15 +10,12 @@ import threading
 import time
 
 
-class LatencyProxy:
-    """Forwards 127.0.0.1:<port> to `upstream`, holding each chunk of the answer back by `delay` seconds."""
+class _LoopbackServer:
+    """Listens on 127.0.0.1:<port> (any free port for 0) and serves each connection on a thread of its own."""
 
-    def __init__(self, upstream: tuple[str, int], delay: float, port: int = 0) -> None:
-        self.upstream = upstream
-        self.delay = delay
+    def __init__(self, port: int) -> None:
         self._listener = socket.create_server(("127.0.0.1", port))
         self.port = int(self._listener.getsockname()[1])
-        self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -25,14 +23,32 @@ class LatencyProxy:
         return f"127.0.0.1:{self.port}"
 
     def _accept(self) -> None:
-        while not self._closed.is_set():
+        while True:
             try:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pump, args=(client, server, 0.0), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, self.delay), daemon=True).start()
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+class LatencyProxy(_LoopbackServer):
+    """Forwards 127.0.0.1:<port> to `upstream`, holding each chunk of the answer back by `delay` seconds."""
+
+    def __init__(self, upstream: tuple[str, int], delay: float, port: int = 0) -> None:
+        self.upstream = upstream
+        self.delay = delay
+        super().__init__(port)
+
+    def _serve(self, client: socket.socket) -> None:
+        server = socket.create_connection(self.upstream)
+        threading.Thread(target=self._pump, args=(client, server, 0.0), daemon=True).start()
+        self._pump(server, client, self.delay)
 
     @staticmethod
     def _pump(source: socket.socket, sink: socket.socket, delay: float) -> None:
@@ -50,12 +66,8 @@ class LatencyProxy:
                 except OSError:
                     pass
 
-    def close(self) -> None:
-        self._closed.set()
-        self._listener.close()
 
-
-class ReplayingProxy:
+class ReplayingProxy(_LoopbackServer):
     """A remote registry whose CPU is elsewhere: 127.0.0.1:<port> answers each request (by method and
     path) with the bytes `upstream` gave the first time it was asked, `delay` seconds after the request.
 
@@ -71,21 +83,7 @@ class ReplayingProxy:
         self.forwarded = 0
         self._answers: dict[bytes, bytes] = {}
         self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", port))
-        self.port = int(self._listener.getsockname()[1])
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        super().__init__(port)
 
     def _serve(self, client: socket.socket) -> None:
         with client:
@@ -126,9 +124,6 @@ class ReplayingProxy:
         answer_head, body = answer.split(b"\r\n\r\n", 1)
         kept = [line for line in answer_head.split(b"\r\n") if line.lower() != b"connection: close"]
         return b"\r\n".join(kept) + b"\r\n\r\n" + body
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 class BareClient:
