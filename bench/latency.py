@@ -9,6 +9,8 @@ import socket
 import threading
 import time
 
+from tests.harness.hostile import request_heads
+
 
 class _LoopbackServer:
     """Listens on 127.0.0.1:<port> (any free port for 0) and serves each connection on a thread of its own."""
@@ -87,14 +89,7 @@ class ReplayingProxy(_LoopbackServer):
 
     def _serve(self, client: socket.socket) -> None:
         with client:
-            pending = b""
-            while True:
-                while b"\r\n\r\n" not in pending:
-                    chunk = client.recv(65536)
-                    if not chunk:
-                        return
-                    pending += chunk
-                head, pending = pending.split(b"\r\n\r\n", 1)  # registry reads carry no body
+            for head in request_heads(client):  # registry reads carry no body
                 arrived = time.perf_counter()
                 answer = self._answer(head)
                 time.sleep(max(0.0, arrived + self.delay - time.perf_counter()))

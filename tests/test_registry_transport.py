@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from tests.harness.hostile import request_heads
 from webhook.deadline import Deadline
 from webhook.registry.transport import RegistryTransport, _Connection, deadline_scope, ssl_context
 
@@ -49,19 +50,6 @@ class ScriptedServer:
             threading.Thread(target=self._script, args=(connection, self.accepted), daemon=True).start()
 
 
-def requests_of(connection: socket.socket) -> Iterator[bytes]:
-    """Each request head the client sends on `connection` (these requests have no body)."""
-    buffer = b""
-    while True:
-        while b"\r\n\r\n" not in buffer:
-            data = connection.recv(65536)
-            if not data:
-                return
-            buffer += data
-        head, _, buffer = buffer.partition(b"\r\n\r\n")
-        yield head
-
-
 @pytest.fixture
 def scripted() -> Iterator[Callable[[Script], ScriptedServer]]:
     """Starts scripted servers for a test and closes them, and every connection they took, after it."""
@@ -95,7 +83,7 @@ def test_one_connection_carries_every_request_while_answers_end_cleanly(
     transport: RegistryTransport, scripted: Callable[[Script], ScriptedServer]
 ) -> None:
     def keep_answering(connection: socket.socket, _: int) -> None:
-        for _head in requests_of(connection):
+        for _head in request_heads(connection):
             connection.sendall(OK)
 
     server = scripted(keep_answering)
@@ -109,7 +97,7 @@ def test_a_connection_the_registry_closed_while_idle_is_not_reused(
     answered = threading.Event()
 
     def answer_once_then_close(connection: socket.socket, _: int) -> None:
-        for _head in requests_of(connection):
+        for _head in request_heads(connection):
             connection.sendall(OK)
             connection.close()
             answered.set()
@@ -128,7 +116,7 @@ def test_bytes_past_an_announced_length_end_the_connection(
 ) -> None:
     # A registry that sends more than its Content-Length: the surplus would be read as the next answer.
     def overflowing_first(connection: socket.socket, number: int) -> None:
-        for _head in requests_of(connection):
+        for _head in request_heads(connection):
             connection.sendall(
                 OK + (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfake" if number == 1 else b"")
             )
@@ -143,7 +131,7 @@ def test_an_answer_left_unread_is_never_reused(
     transport: RegistryTransport, scripted: Callable[[Script], ScriptedServer]
 ) -> None:
     def keep_answering(connection: socket.socket, _: int) -> None:
-        for _head in requests_of(connection):
+        for _head in request_heads(connection):
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
 
     server = scripted(keep_answering)
