@@ -5,7 +5,9 @@ A cold image costs four small requests; through httpx's transport, httpcore and 
 than everything pullcheck does with the answers.  This module writes a request head in one piece and
 reads the answer with a few bytes operations, under the same rules h11 enforces on a response: a head
 of at most 64 KiB, header names that are tokens, no control characters in values, one Content-Length
-or identical repeats, only the `chunked` transfer coding, bounded chunk-size lines and trailers.
+or identical repeats, only the `chunked` transfer coding, bounded chunk-size lines and trailers.  A
+registry can send cheaply what costs CPU to frame, so CPU is bounded too: at most 5 informational
+answers, chunks of a reasonable mean size, and every byte of a head or line scanned once.
 Everything wrong with an answer is an `httpx.RemoteProtocolError`; the connection is then not reused.
 """
 
