@@ -134,6 +134,28 @@ def test_a_manifest_one_byte_a_chunk_is_refused_not_framed_to_the_end(server: Ho
 
 
 @pytest.mark.served
+def test_a_registry_answering_with_ever_more_layers_is_stopped_by_the_request_count(
+    server: HostileServer,
+) -> None:
+    """2,000 layers, each HEAD answered at once: without a count the deadline alone would bound it."""
+    server.route("/v2/many/app/manifests/", hostile.document(hostile.wide_manifest(2_000)))
+    server.route("/v2/many/app/blobs/", hostile.document(b"x", content_type=None))
+    checker = _checker(server)
+    try:
+        [result] = checker.check(
+            [f"{server.host}/many/app:v1"],
+            default_targets(),
+            Policy(),
+            Keyring.empty(),
+            Deadline(DEADLINE, requests=100),
+        )
+    finally:
+        checker.close()
+    assert len(server.requests("/v2/many/")) == 100
+    assert any("registryRequestsPerAdmission" in f.message for f in result.findings)
+
+
+@pytest.mark.served
 def test_a_content_length_shorter_than_the_body_spoils_no_other_answer(server: HostileServer) -> None:
     body = small_manifest()
     server.route("/v2/short/", hostile.document(body, length=len(body) - 10))

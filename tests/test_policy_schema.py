@@ -60,12 +60,12 @@ def test_the_limits_agree() -> None:
     ]
     cache = definition(POLICY["caches"]["properties"]["documentsMiB"])
     assert (cache["type"], cache["exclusiveMinimum"], cache["maximum"]) == ("number", 0, p.MAX_CACHE_MIB)
-    connections = POLICY["connectionsPerRegistry"]
-    assert (connections["type"], connections["minimum"], connections["maximum"]) == (
-        "integer",
-        1,
-        p.MAX_CONNECTIONS_PER_REGISTRY,
-    )
+    for key, maximum in (
+        ("connectionsPerRegistry", p.MAX_CONNECTIONS_PER_REGISTRY),
+        ("registryRequestsPerAdmission", p.MAX_REQUESTS_PER_ADMISSION),
+    ):
+        whole = POLICY[key]
+        assert (whole["type"], whole["minimum"], whole["maximum"]) == ("integer", 1, maximum)
 
 
 def accepts(data: dict[str, Any]) -> bool:
@@ -84,6 +84,8 @@ def accepts(data: dict[str, Any]) -> bool:
         ("auditIntervalSeconds", p.MIN_AUDIT_INTERVAL, p.MIN_AUDIT_INTERVAL - 1),
         ("connectionsPerRegistry", p.MAX_CONNECTIONS_PER_REGISTRY, p.MAX_CONNECTIONS_PER_REGISTRY + 1),
         ("connectionsPerRegistry", 1, 0),
+        ("registryRequestsPerAdmission", p.MAX_REQUESTS_PER_ADMISSION, p.MAX_REQUESTS_PER_ADMISSION + 1),
+        ("registryRequestsPerAdmission", 1, 0),
         ("caches", {"documentsMiB": p.MAX_CACHE_MIB}, {"documentsMiB": p.MAX_CACHE_MIB + 1}),
         ("mode", p.MODES[-1], "Enforce"),
         ("onResolutionError", p.RESOLUTION_OUTCOMES[-1], "info"),

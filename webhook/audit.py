@@ -97,7 +97,8 @@ def _resolve_all(
         def run(host: str, key: tuple[str, Keyring]) -> None:
             image, keyring = key
             try:
-                [result] = check([image], jobs[key], policy, keyring, Deadline(timeout))
+                deadline = Deadline(timeout, policy.requests_per_admission)  # per image
+                [result] = check([image], jobs[key], policy, keyring, deadline)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
                 with lock:
                     failures.append(exc)

@@ -78,7 +78,7 @@ class Webhook:
         policy = self.policy()
         if not req.images or policy.exemptions.exempt_namespace(req.namespace):
             return Outcome(req, policy.mode, admission.ALLOW_ALL)
-        deadline = Deadline(policy.resolution_timeout)
+        deadline = Deadline(policy.resolution_timeout, policy.requests_per_admission)
         images: list[str] = []
         exempt: list[str] = []
         for image in req.distinct_images:
@@ -106,7 +106,7 @@ class Webhook:
         if not images:
             return {}
         targets = placement.targets_of(self.groups(policy, req.pod_spec))
-        deadline = Deadline(policy.resolution_timeout)
+        deadline = Deadline(policy.resolution_timeout, policy.requests_per_admission)
         results = self.checker(policy).check(images, targets, policy, self.keyring(policy, req), deadline)
         return pinning.pins(results)
 

@@ -11,7 +11,7 @@
         ├── Unauthorized           UNAUTHORIZED: every available credential was refused
         ├── RateLimited            RATE_LIMITED: 429, with Retry-After and the rate-limit headers
         ├── RegistryUnreachable    REGISTRY_UNREACHABLE: connection, TLS, timeout, 5xx
-        │   └── DeadlineExceeded       the resolution deadline passed before the registry answered
+        │   └── DeadlineExceeded       the resolution's deadline passed, or its registry requests were spent
         ├── BlockedRegistry        BLOCKED_REGISTRY: refused by the network guard or the registry policy
         ├── DigestMismatch         DIGEST_MISMATCH: bytes do not hash to the expected digest
         ├── ManifestTooLarge       MANIFEST_TOO_LARGE: a manifest or config over the read cap
@@ -78,7 +78,8 @@ class RegistryUnreachable(RegistryError):
 
 
 class DeadlineExceeded(RegistryUnreachable):
-    """The resolution deadline passed before the registry answered."""
+    """The resolution's deadline passed before the registry answered, or it spent the registry requests
+    it was allowed."""
 
 
 class BlockedRegistry(RegistryError):

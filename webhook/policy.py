@@ -27,6 +27,10 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 RESOLUTION_OUTCOMES: tuple[OnResolutionError, ...] = get_args(OnResolutionError)
 DEFAULT_RESOLUTION_TIMEOUT = 8.0  # seconds; below the webhook's default 10 s timeoutSeconds
 DEFAULT_CONNECTIONS_PER_REGISTRY = 32
+# A cold Pod of 30 images of 40 layers makes some 1,300 requests; a registry answering with ever more
+# layers or children, as fast as they are asked, would make them until the deadline.
+DEFAULT_REQUESTS_PER_ADMISSION = 4096
+MAX_REQUESTS_PER_ADMISSION = 1_000_000
 # The apiserver caps a webhook's timeoutSeconds at 30 and pullcheck answers by the deadline plus 0.5 s.
 MAX_RESOLUTION_TIMEOUT = 29
 MIN_AUDIT_INTERVAL = 60  # seconds; 0 turns the background audit off
@@ -140,6 +144,8 @@ class Policy:
     node: NodeConfig = field(default_factory=NodeConfig)  # the nodes' own registry files
     caches: CacheLimits = DEFAULT_CACHES
     connections_per_registry: int = DEFAULT_CONNECTIONS_PER_REGISTRY  # in flight per registry origin
+    # Registry requests one admission may make, all its images together (the background audit: per image).
+    requests_per_admission: int = DEFAULT_REQUESTS_PER_ADMISSION
 
     @staticmethod
     def from_mapping(data: Any, source: str = "policy") -> Policy:
@@ -193,6 +199,7 @@ _TOP_KEYS = {
     "nodeConfig",
     "caches",
     "connectionsPerRegistry",
+    "registryRequestsPerAdmission",
 }
 _REGISTRY_KEYS = {
     "host",
@@ -252,7 +259,18 @@ class _PolicyReader:
             local_image_pull=self.boolean(data.get("localImagePull"), "localImagePull"),
             node=self.node_config(data.get("nodeConfig")),
             caches=self.caches(data.get("caches")),
-            connections_per_registry=self.connections(data.get("connectionsPerRegistry")),
+            connections_per_registry=self.whole(
+                data.get("connectionsPerRegistry"),
+                "connectionsPerRegistry",
+                DEFAULT_CONNECTIONS_PER_REGISTRY,
+                MAX_CONNECTIONS_PER_REGISTRY,
+            ),
+            requests_per_admission=self.whole(
+                data.get("registryRequestsPerAdmission"),
+                "registryRequestsPerAdmission",
+                DEFAULT_REQUESTS_PER_ADMISSION,
+                MAX_REQUESTS_PER_ADMISSION,
+            ),
         )
         if self.errors:
             raise ConfigError(f"{self.source}: " + "; ".join(self.errors))
@@ -337,18 +355,13 @@ class _PolicyReader:
             limits[_CACHE_KEYS[key]] = int(size * MIB)
         return replace(DEFAULT_CACHES, **limits)
 
-    def connections(self, value: Any) -> int:
+    def whole(self, value: Any, key: str, default: int, maximum: int) -> int:
+        """A whole number from 1 to `maximum`; `default` when absent."""
         if value is None:
-            return DEFAULT_CONNECTIONS_PER_REGISTRY
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or not 1 <= value <= MAX_CONNECTIONS_PER_REGISTRY
-        ):
-            self.error(
-                "connectionsPerRegistry", f"must be a whole number from 1 to {MAX_CONNECTIONS_PER_REGISTRY}"
-            )
-            return DEFAULT_CONNECTIONS_PER_REGISTRY
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+            self.error(key, f"must be a whole number from 1 to {maximum}")
+            return default
         return value
 
     def targets(self, value: Any) -> tuple[Target, ...]:

@@ -248,7 +248,9 @@ def run(args: argparse.Namespace) -> int:
     # The command line runs for the person who typed it: their local and private registries are fair game.
     checker = make_checker(policy, network_guard=False)
     try:
-        results = checker.check(args.images, targets, policy, keyring, Deadline(args.timeout))
+        # The requests one admission may make, for each image: a list is judged image by image.
+        deadline = Deadline(args.timeout, policy.requests_per_admission * len(set(args.images)))
+        results = checker.check(args.images, targets, policy, keyring, deadline)
     finally:
         checker.close()
     output = render.to_json(results) if args.output == "json" else render.to_table(results)

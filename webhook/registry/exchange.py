@@ -321,7 +321,7 @@ class Exchanger:
     ) -> httpx.Response:
         options = self._connection_options(url, ask.endpoint)
         self.check_guard(ask, netloc(url), options)
-        left = deadline.check(f"{ask.where}: {ask.kind} request")
+        left = deadline.spend(f"{ask.where}: {ask.kind} request")
         request_headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity", **headers}
         if authorization is not None:
             request_headers["Authorization"] = authorization
