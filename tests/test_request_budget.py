@@ -5,7 +5,10 @@ since the deadline alone would let it keep a core busy until it passed."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import threading
+import time
 import uuid
 
 import httpx
@@ -17,6 +20,7 @@ from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.engine import Webhook
 from webhook.errors import ConfigError, DeadlineExceeded
+from webhook.findings import ImageResult
 from webhook.policy import DEFAULT_REQUESTS_PER_ADMISSION, Policy, RegistryOptions
 from webhook.registry import RegistryClient
 from webhook.resolve import Checker
@@ -141,3 +145,52 @@ def test_within_the_count_every_layer_is_asked_for() -> None:
     decision = _admit(Policy(mode="enforce", requests_per_admission=LAYERS + 10), seen)
     assert len(seen) == LAYERS + 3  # manifest HEAD and GET, the config, every layer's HEAD
     assert Code.REGISTRY_UNREACHABLE not in decision.codes
+
+
+def test_an_admission_following_another_lookup_is_not_failed_by_the_others_spent_requests() -> None:
+    """One admission spends its requests on purpose while another waits on a lookup it leads: the one
+    waiting asks again with its own, instead of taking the other's failure."""
+    leader_asking, release = threading.Event(), threading.Event()
+    heads = itertools.count()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if "/manifests/" in request.url.path and request.method == "HEAD":
+            if next(heads) == 0:  # the first admission's HEAD waits until the second one follows it
+                leader_asking.set()
+                release.wait(10)
+            # No Docker-Content-Digest: the lookup needs a GET too, a second request.
+            return httpx.Response(200, headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        return _wide_registry([]).handle_request(request)
+
+    options = RegistryOptions(host=HOST, allow_private_network=True)
+    checker = Checker(RegistryClient([options], transport=httpx.MockTransport(answer)))
+    image = f"{HOST}/wide/app:v1"
+    spent: list[ImageResult] = []
+    leader = threading.Thread(
+        target=lambda: spent.extend(
+            checker.check([image], Policy().targets, Policy(), Keyring.empty(), Deadline(10, requests=1))
+        )
+    )
+    try:
+        leader.start()
+        assert leader_asking.wait(10)
+        follower = threading.Thread(target=_release_once_followed, args=(checker, release))
+        follower.start()
+        [result] = checker.check([image], Policy().targets, Policy(), Keyring.empty(), Deadline(10))
+        follower.join()
+    finally:
+        release.set()
+        leader.join()
+        checker.close()
+    assert {f.code for f in spent[0].findings} == {Code.REGISTRY_UNREACHABLE}
+    assert result.verdict == "allow", [f.message for f in result.findings]
+
+
+def _release_once_followed(checker: Checker, release: threading.Event) -> None:
+    """Lets the leading lookup go on once a second caller waits on it."""
+    flights = checker.resolver._flight._running
+    for _ in range(1000):
+        if any(flight.followed is not None for flight in list(flights.values())):
+            break
+        time.sleep(0.01)
+    release.set()

@@ -74,16 +74,15 @@ class _SingleFlight:
 
     def run(self, key: Hashable, work: Callable[[], T], deadline: Deadline) -> T:
         """`work()`, or the answer of the caller already running it (waited for until `deadline`)."""
-        with self._lock:
-            flight = self._running.get(key)
-            if flight is None:
-                flight = self._running[key] = _Flight()
-                answer = None
-            else:
+        while True:
+            with self._lock:
+                flight = self._running.get(key)
+                if flight is None:
+                    flight = self._running[key] = _Flight()
+                    break
                 if flight.followed is None:
                     flight.followed = Future()
                 answer = flight.followed
-        if answer is not None:
             # The leader's deadline may be later than ours (another admission): wait for ours only.
             try:
                 return answer.result(timeout=deadline.remaining())  # type: ignore[return-value]
@@ -92,6 +91,10 @@ class _SingleFlight:
                     f"a lookup shared with another admission did not finish within the {deadline.seconds:g}s"
                     " deadline"
                 ) from None
+            except DeadlineExceeded:
+                # The leader's time or requests ran out, not ours (another admission may spend its
+                # requests on purpose): ask again while ours last.
+                deadline.check("a lookup shared with another admission")
         try:
             value = work()
         except BaseException as exc:
