@@ -99,7 +99,13 @@ class Secrets:
         self.key = keyring
         self.asked: list[tuple[str, tuple[str, ...], str]] = []
 
-    def keyring(self, namespace: str, secret_names: Sequence[str], service_account: str) -> Keyring:
+    def keyring(
+        self,
+        namespace: str,
+        secret_names: Sequence[str],
+        service_account: str,
+        deadline: Deadline | None = None,
+    ) -> Keyring:
         self.asked.append((namespace, tuple(secret_names), service_account))
         return self.key
 

@@ -21,6 +21,7 @@ from tests.harness.registry import Registry
 from tests.harness.serving import write_policy
 from webhook.app import build_app
 from webhook.credentials import Keyring
+from webhook.deadline import Deadline
 from webhook.engine import Webhook
 from webhook.metrics import Metrics
 from webhook.policy import Policy, RegistryOptions
@@ -147,7 +148,13 @@ class NamespaceSecrets:
     def __init__(self, keyrings: dict[str, Keyring]) -> None:
         self.keyrings = keyrings
 
-    def keyring(self, namespace: str, secret_names: Sequence[str], service_account: str) -> Keyring:
+    def keyring(
+        self,
+        namespace: str,
+        secret_names: Sequence[str],
+        service_account: str,
+        deadline: Deadline | None = None,
+    ) -> Keyring:
         return self.keyrings.get(namespace, Keyring.empty())
 
 

@@ -65,14 +65,16 @@ class Webhook:
         known = placement.pulling_locally(nodes, policy.local_image_pull)
         return placement.groups_for(known, placement.static_groups(policy.targets), pod_spec)
 
-    def keyring(self, policy: Policy, req: Request) -> Keyring:
-        """The Pod's pull-secret credentials first, then the node's, as the kubelet tries them."""
+    def keyring(self, policy: Policy, req: Request, deadline: Deadline) -> Keyring:
+        """The Pod's pull-secret credentials first, then the node's, as the kubelet tries them; secrets
+        not read by the admission's deadline are left out."""
         node = self.node_keyring(policy)
         if self.pull_secrets is None or not req.namespace:
             return node
-        return self.pull_secrets.keyring(req.namespace, req.pull_secret_names, req.service_account).merged(
-            node
+        secrets = self.pull_secrets.keyring(
+            req.namespace, req.pull_secret_names, req.service_account, deadline
         )
+        return secrets.merged(node)
 
     def judge(self, req: Request) -> Outcome:
         policy = self.policy()
@@ -87,7 +89,9 @@ class Webhook:
             return Outcome(req, policy.mode, admission.ALLOW_ALL, tuple(exempt))
         groups = self.groups(policy, req.pod_spec)
         targets = placement.targets_of(groups)
-        results = self.checker(policy).check(images, targets, policy, self.keyring(policy, req), deadline)
+        results = self.checker(policy).check(
+            images, targets, policy, self.keyring(policy, req, deadline), deadline
+        )
         decision = admission.decide(results, groups, policy.mode)
         return Outcome(req, policy.mode, decision, tuple(exempt), tuple(str(t) for t in targets))
 
@@ -107,7 +111,9 @@ class Webhook:
             return {}
         targets = placement.targets_of(self.groups(policy, req.pod_spec))
         deadline = Deadline(policy.resolution_timeout, policy.requests_per_admission)
-        results = self.checker(policy).check(images, targets, policy, self.keyring(policy, req), deadline)
+        results = self.checker(policy).check(
+            images, targets, policy, self.keyring(policy, req, deadline), deadline
+        )
         return pinning.pins(results)
 
     def fallback(self, req: Request, error: Exception) -> Outcome:

@@ -44,7 +44,13 @@ class NodeSource(Protocol):
 class PullSecretSource(Protocol):
     """Credentials of a namespace's Pods (`webhook.kube.PullSecrets`)."""
 
-    def keyring(self, namespace: str, secret_names: Sequence[str], service_account: str) -> Keyring: ...
+    def keyring(
+        self,
+        namespace: str,
+        secret_names: Sequence[str],
+        service_account: str,
+        deadline: Deadline | None = None,
+    ) -> Keyring: ...
 
 
 class ManifestHead(Protocol):

@@ -18,10 +18,15 @@ from kubernetes import client
 
 from webhook.cache import Cache
 from webhook.credentials import Keyring
+from webhook.deadline import Deadline
 from webhook.errors import ClusterError, ConfigError
 from webhook.policy import DEFAULT_CACHES
 
 log = logging.getLogger(__name__)
+
+# A Pod names one pull secret or a few; the API server sets no bound, and each name not read before is
+# one API request: thousands would hold the admission past its deadline and load the API server.
+MAX_PULL_SECRETS = 64
 
 # Where each pull-secret type keeps its docker config.
 DOCKER_CONFIG_KEYS = {
@@ -65,11 +70,32 @@ class PullSecrets:
         self._ttl = ttl
         self._cache: Cache[tuple[str, ...], Any] = Cache(max_bytes)
 
-    def keyring(self, namespace: str, secret_names: Sequence[str], service_account: str) -> Keyring:
+    def keyring(
+        self,
+        namespace: str,
+        secret_names: Sequence[str],
+        service_account: str,
+        deadline: Deadline | None = None,
+    ) -> Keyring:
+        """The first MAX_PULL_SECRETS secrets' credentials, in order, those read before `deadline`."""
         names = secret_names or self._account_secrets(namespace, service_account)
+        if len(names) > MAX_PULL_SECRETS:
+            log.warning(
+                "%d pull secrets named in namespace %s: the first %d are read",
+                len(names),
+                namespace,
+                MAX_PULL_SECRETS,
+            )
+            names = names[:MAX_PULL_SECRETS]
         keyring = Keyring.empty()
         for name in names:
-            keyring = keyring.merged(self._secret(namespace, name))
+            timeout = self._timeout if deadline is None else min(self._timeout, deadline.remaining())
+            if timeout <= 0:
+                log.warning(
+                    "pull secrets of namespace %s: the deadline passed before %s was read", namespace, name
+                )
+                break
+            keyring = keyring.merged(self._secret(namespace, name, timeout))
         return keyring
 
     def _read(self, what: str, read: Callable[[], Any]) -> Any:
@@ -104,12 +130,12 @@ class PullSecrets:
         )
         return names
 
-    def _secret(self, namespace: str, name: str) -> Keyring:
+    def _secret(self, namespace: str, name: str, timeout: float) -> Keyring:
         def load() -> Keyring:
             found = self._read(
                 f"pull secret {namespace}/{name}",
                 lambda: self._core.read_namespaced_secret(
-                    name, namespace, _preload_content=False, _request_timeout=self._timeout
+                    name, namespace, _preload_content=False, _request_timeout=timeout
                 ),
             )
             return secret_keyring(found) if found is not None else Keyring.empty()
