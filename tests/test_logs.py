@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.test_app import SCHEMA1, RecordingChecker, answer, make_client, review
+from webhook.app import LOGGED_IMAGES
 from webhook.logs import JsonFormatter, _iso_time
 from webhook.policy import Policy
 from webhook.text import printable
@@ -97,3 +98,25 @@ def test_a_lines_time_is_datetimes_to_the_millisecond(seconds: float) -> None:
     assert _iso_time(seconds + 1.5) == datetime.datetime.fromtimestamp(seconds + 1.5, datetime.UTC).isoformat(
         timespec="milliseconds"
     )
+
+
+def test_a_pod_of_a_thousand_images_logs_the_first_hundred_and_counts_the_rest() -> None:
+    images = [f"r.example/a{n}:1" for n in range(1_000)]  # within the test app's 64 KiB body
+    client, _ = make_client(RecordingChecker({images[0]: SCHEMA1}), Policy(mode="warn"))
+    with served_log() as (_, _, stream):
+        answer(client, review(*images))
+    [line] = stream.getvalue().splitlines()
+    entry = json.loads(line)
+    assert entry["images"] == images[:LOGGED_IMAGES]
+    assert list(entry["verdicts"]) == images[:LOGGED_IMAGES]
+    assert entry["omittedImages"] == len(images) - LOGGED_IMAGES
+    assert len(line) < 10_000  # all of them would make some 50 KB
+
+
+def test_a_pod_within_the_bound_logs_every_image_and_no_count() -> None:
+    images = [f"registry.example/app{n}:1" for n in range(LOGGED_IMAGES)]
+    client, _ = make_client(RecordingChecker(), Policy(mode="warn"))
+    with served_log() as (_, _, stream):
+        answer(client, review(*images))
+    entry = json.loads(stream.getvalue())
+    assert entry["images"] == images and "omittedImages" not in entry

@@ -62,18 +62,28 @@ def _request_fields(req: Request) -> dict[str, object]:
     }
 
 
+# Images named in one admission's log line: a Pod may name thousands (one line of megabytes, which log
+# shippers split or drop); the count of the rest is logged instead.
+LOGGED_IMAGES = 100
+
+
 def _log_admission(outcome: Outcome, seconds: float) -> None:
     req = outcome.request
-    fields = {
+    images = req.distinct_images
+    shown = images[:LOGGED_IMAGES]
+    verdicts = outcome.decision.verdicts
+    fields: dict[str, object] = {
         **_request_fields(req),
         "mode": outcome.mode,
         "allowed": outcome.decision.allowed,
-        "images": [redacted(image) for image in req.distinct_images],  # the formatter escapes them
-        "verdicts": {redacted(image): verdict for image, verdict in outcome.decision.verdicts.items()},
-        "exempt": [redacted(image) for image in outcome.exempt],
+        "images": [redacted(image) for image in shown],  # the formatter escapes them
+        "verdicts": {redacted(image): verdicts[image] for image in shown if image in verdicts},
+        "exempt": [redacted(image) for image in outcome.exempt[:LOGGED_IMAGES]],
         "targets": list(outcome.targets),
         "durationMs": round(seconds * 1000, 2),
     }
+    if len(images) > LOGGED_IMAGES:
+        fields["omittedImages"] = len(images) - LOGGED_IMAGES
     info_line(log, "admission", fields)
 
 
