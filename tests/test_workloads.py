@@ -9,6 +9,8 @@ import pytest
 
 from webhook.errors import ConfigError
 from webhook.manifests import STDIN, parse_manifests, read_text
+from webhook.placement import NodeGroup, Placement, static_groups
+from webhook.runtimes import parse_target
 from webhook.workloads import objects_in, workload_of, workloads_in
 
 
@@ -55,6 +57,20 @@ def test_init_containers_first_and_placement_fields_kept() -> None:
     assert workload is not None
     assert workload.images == ("init:1", "main:1")
     assert set(workload.pod_spec) == {"nodeSelector", "imagePullSecrets"}
+
+
+def test_a_pod_bound_to_a_node_is_audited_for_that_node_only() -> None:
+    """`kubectl debug node/x` makes a Pod with spec.nodeName: the audit judges it where it runs."""
+    containerd = parse_target("containerd://2.1.3", "linux/amd64")
+    crio = parse_target("cri-o://1.33.2", "linux/amd64")
+    known = [
+        NodeGroup(containerd, 1, {}, frozenset({("node-a", "node-a")})),
+        NodeGroup(crio, 1, {}, frozenset({("node-b", "node-b")})),
+    ]
+    pod = {"kind": "Pod", "metadata": {"name": "debugger"}, **_template("debug:1", nodeName="node-b")}
+    workload = workload_of(pod)
+    assert workload is not None
+    assert Placement(known, static_groups([containerd])).targets(workload.pod_spec) == (crio,)
 
 
 @pytest.mark.parametrize(

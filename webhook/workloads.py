@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webhook.errors import ConfigError, InvalidReview
+from webhook.placement import PLACEMENT_FIELDS
 from webhook.podspec import CONTAINER_FIELDS, POD_SPEC_PATHS, containers_of, pod_spec_of
 
 WORKLOAD_KINDS = tuple(POD_SPEC_PATHS)
@@ -31,8 +32,9 @@ STATUS_FIELDS = dict(
 )
 # Controllers above a Pod: ReplicaSet -> Deployment, Job -> CronJob.
 _OWNER_DEPTH = 3
-# What the audit needs of a pod spec once its images are read: placement and credentials.
-KEPT_SPEC_FIELDS = ("nodeSelector", "affinity", "imagePullSecrets", "serviceAccountName", "serviceAccount")
+# What the audit needs of a pod spec once its images are read: placement (all of what narrows the node
+# groups, a bound Pod's nodeName too) and credentials.
+KEPT_SPEC_FIELDS = (*PLACEMENT_FIELDS, "imagePullSecrets", "serviceAccountName", "serviceAccount")
 
 
 @dataclass(frozen=True)
