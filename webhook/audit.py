@@ -22,7 +22,7 @@ from webhook.credentials import Keyring
 from webhook.deadline import Deadline
 from webhook.errors import InvalidReference
 from webhook.findings import INFO, Finding, ImageResult
-from webhook.placement import Placement, for_targets
+from webhook.placement import PLACEMENT_FIELDS, Placement, for_targets
 from webhook.policy import Policy
 from webhook.ports import Check, PullSecretSource
 from webhook.reference import parse
@@ -154,8 +154,9 @@ def audit(
         judged += 1
         if not images:
             continue
-        # Most workloads share a few placements: the node groups are narrowed once per distinct one.
-        placed = repr(workload.pod_spec)
+        # Most workloads share a few placements: the node groups are narrowed once per distinct one (their
+        # pull secrets and accounts, also in the kept spec, do not place them).
+        placed = repr([workload.pod_spec.get(name) for name in PLACEMENT_FIELDS])
         if placed not in targets_by_spec:
             targets_by_spec[placed] = placement.targets(workload.pod_spec)
         targets = targets_by_spec[placed]
