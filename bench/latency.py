@@ -9,37 +9,10 @@ import socket
 import threading
 import time
 
-from tests.harness.hostile import request_heads
+from tests.harness.loopback import LoopbackServer, request_heads
 
 
-class _LoopbackServer:
-    """Listens on 127.0.0.1:<port> (any free port for 0) and serves each connection on a thread of its own."""
-
-    def __init__(self, port: int) -> None:
-        self._listener = socket.create_server(("127.0.0.1", port))
-        self.port = int(self._listener.getsockname()[1])
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        self._listener.close()
-
-
-class LatencyProxy(_LoopbackServer):
+class LatencyProxy(LoopbackServer):
     """Forwards 127.0.0.1:<port> to `upstream`, holding each chunk of the answer back by `delay` seconds."""
 
     def __init__(self, upstream: tuple[str, int], delay: float, port: int = 0) -> None:
@@ -47,7 +20,7 @@ class LatencyProxy(_LoopbackServer):
         self.delay = delay
         super().__init__(port)
 
-    def _serve(self, client: socket.socket) -> None:
+    def serve(self, client: socket.socket) -> None:
         server = socket.create_connection(self.upstream)
         threading.Thread(target=self._pump, args=(client, server, 0.0), daemon=True).start()
         self._pump(server, client, self.delay)
@@ -69,7 +42,7 @@ class LatencyProxy(_LoopbackServer):
                     pass
 
 
-class ReplayingProxy(_LoopbackServer):
+class ReplayingProxy(LoopbackServer):
     """A remote registry whose CPU is elsewhere: 127.0.0.1:<port> answers each request (by method and
     path) with the bytes `upstream` gave the first time it was asked, `delay` seconds after the request.
 
@@ -87,7 +60,7 @@ class ReplayingProxy(_LoopbackServer):
         self._lock = threading.Lock()
         super().__init__(port)
 
-    def _serve(self, client: socket.socket) -> None:
+    def serve(self, client: socket.socket) -> None:
         with client:
             for head in request_heads(client):  # registry reads carry no body
                 arrived = time.perf_counter()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.harness.hostile import request_heads
+from tests.harness.loopback import LoopbackServer, request_heads
 from webhook.deadline import Deadline
 from webhook.registry.transport import RegistryTransport, _Connection, deadline_scope, ssl_context
 
@@ -20,43 +20,33 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 Script = Callable[[socket.socket, int], None]  # answers one connection; the int counts connections
 
 
-class ScriptedServer:
-    """Accepts on 127.0.0.1; each connection is handed to `script` on a thread of its own."""
+class ScriptedServer(LoopbackServer):
+    """Hands each connection to `script`, with its number."""
 
     def __init__(self, script: Script) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.accepted = 0
         self._script = script
-        self._connections: list[socket.socket] = []
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self._closed = True
-        self.listener.close()
-        for connection in self._connections:
-            connection.close()
+        super().__init__()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        return f"http://{self.host}"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            self._connections.append(connection)
-            threading.Thread(target=self._run, args=(connection, self.accepted), daemon=True).start()
+    @property
+    def accepted(self) -> int:
+        return len(self.connections)
 
-    def _run(self, connection: socket.socket, number: int) -> None:
-        try:
-            self._script(connection, number)
-        except OSError:
-            if not self._closed:  # a script's own failure shows; a connection closed under it does not
-                raise
+    def serve(self, connection: socket.socket) -> None:
+        self._script(connection, self.connections.index(connection) + 1)
+
+
+def answering(answer: bytes) -> Script:
+    """A script that answers every request of its connection with `answer`."""
+
+    def script(connection: socket.socket, _: int) -> None:
+        for _head in request_heads(connection):
+            connection.sendall(answer)
+
+    return script
 
 
 @pytest.fixture
@@ -91,11 +81,7 @@ def _get(transport: RegistryTransport, url: str) -> bytes:
 def test_one_connection_carries_every_request_while_answers_end_cleanly(
     transport: RegistryTransport, scripted: Callable[[Script], ScriptedServer]
 ) -> None:
-    def keep_answering(connection: socket.socket, _: int) -> None:
-        for _head in request_heads(connection):
-            connection.sendall(OK)
-
-    server = scripted(keep_answering)
+    server = scripted(answering(OK))
     assert [_get(transport, f"{server.url}/v2/{n}") for n in range(5)] == [b"ok"] * 5
     assert server.accepted == 1
 
@@ -139,11 +125,7 @@ def test_bytes_past_an_announced_length_end_the_connection(
 def test_an_answer_left_unread_is_never_reused(
     transport: RegistryTransport, scripted: Callable[[Script], ScriptedServer]
 ) -> None:
-    def keep_answering(connection: socket.socket, _: int) -> None:
-        for _head in request_heads(connection):
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-
-    server = scripted(keep_answering)
+    server = scripted(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
     response = transport.handle_request(httpx.Request("GET", f"{server.url}/v2/a"))
     response.close()  # closed before its body was read: its bytes are still on the way
     assert _get(transport, f"{server.url}/v2/b") == b"hello"

@@ -8,7 +8,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.harness.corpus import CorpusImage
+from tests.harness.loopback import LoopbackServer
 from tests.harness.pki import CertificateAuthority
 from tests.harness.registry import Registry
 from tests.harness.serving import Webhook, local_registries, post, review, trust, wait_for, write_policy
@@ -214,34 +214,11 @@ def test_rotated_certificate_files_are_served_to_new_connections(
         assert kept_alive.get("/healthz").status_code == 200
 
 
-class HangingRegistry:
-    """Accepts connections on 127.0.0.1 and never answers."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self.connections: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections.append(connection)
-
-    def close(self) -> None:
-        self.listener.close()
-        for connection in self.connections:
-            connection.close()
-
-
 @pytest.mark.parametrize(("outcome", "allowed"), [("deny", False), ("warn", True)])
 def test_a_hanging_registry_yields_the_configured_outcome_in_time(
     tmp_path: Path, start: Callable[..., Webhook], outcome: str, allowed: bool
 ) -> None:
-    hanging = HangingRegistry()
+    hanging = LoopbackServer()  # a registry that accepts connections and never answers
     try:
         policy = write_policy(
             tmp_path / "policy.yaml",

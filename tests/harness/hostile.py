@@ -44,19 +44,6 @@ _CHUNK = 64 * 1024
 Behaviour = Callable[["Handler"], None]
 
 
-def request_heads(connection: socket.socket) -> Iterator[bytes]:
-    """Each request head a client sends on `connection`, as it comes in (for requests without a body)."""
-    buffer = b""
-    while True:
-        while b"\r\n\r\n" not in buffer:
-            data = connection.recv(65536)
-            if not data:
-                return
-            buffer += data
-        head, _, buffer = buffer.partition(b"\r\n\r\n")
-        yield head
-
-
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
