@@ -131,11 +131,11 @@ def run_on_threads(calls: Sequence[Callable[[], T]], limit: int) -> list[Future[
     pending = deque(zip(calls, futures, strict=True))
 
     def drain() -> None:
-        while pending:
+        while True:
             try:
                 call, future = pending.popleft()
             except IndexError:
-                return  # another thread of this call took the last one
+                return  # no call left (another thread of this call may have taken the last one)
             if future.set_running_or_notify_cancel():
                 _settle(future, call)
 

@@ -414,18 +414,17 @@ class RegistryTransport(httpx.BaseTransport):
         registry's close leaves our end open until we look); taken out of the pool for closing."""
         self._swept = now
         idle = [connection for connections in self._idle.values() for connection in connections]
-        unusable = {id(c) for c in idle if c.expired(now)} | {id(c) for c in _readable(idle)}
+        unusable = {c for c in idle if c.expired(now)} | set(_readable(idle))
         if not unusable:
             return []
-        taken = [c for c in idle if id(c) in unusable]
         for origin in list(self._idle):
-            kept = [c for c in self._idle[origin] if id(c) not in unusable]
+            kept = [c for c in self._idle[origin] if c not in unusable]
             if kept:
                 self._idle[origin] = kept
             else:
                 del self._idle[origin]
-        self._idle_count -= len(taken)
-        return taken
+        self._idle_count -= len(unusable)
+        return list(unusable)
 
     def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
